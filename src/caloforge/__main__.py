@@ -1,0 +1,3 @@
+from caloforge.cli.main import app
+
+app()

@@ -1,0 +1,62 @@
+"""Shared helpers of the CLI commands: error reporting, progress bars, console output."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from caloforge.errors import CaloForgeError
+
+console = Console(stderr=True)
+F = TypeVar("F", bound=Callable)
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print a one-line error and exit with ``code`` (2: bad input)."""
+    console.print(f"[bold red]caloforge: error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def user_errors(func: F) -> F:
+    """Turn :class:`CaloForgeError` (and a few other expected failures) into one-line errors."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except CaloForgeError as exc:
+            fail(str(exc))
+        except KeyboardInterrupt:
+            console.print("caloforge: interrupted")
+            raise typer.Exit(130) from None
+        except MemoryError:
+            fail("out of memory; try a smaller --batch-size or fewer showers")
+
+    return wrapper  # type: ignore[return-value]
+
+
+def progress_bar(transient: bool = False) -> Progress:
+    """A rich progress bar with count, rate-friendly columns and ETA (to stderr)."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=transient,
+    )
