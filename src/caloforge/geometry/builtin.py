@@ -85,12 +85,19 @@ _ALIASES = {
 
 
 @cache
+def _build(key: str) -> Geometry:
+    return _BUILDERS[key]()
+
+
 def get_geometry(name: str) -> Geometry:
-    """One of the built-in geometries: ``ds1-photons``, ``ds1-pions``, ``ds2`` or ``ds3``."""
+    """One of the built-in geometries: ``ds1-photons``, ``ds1-pions``, ``ds2`` or ``ds3``.
+
+    The same object is returned for every alias (``2``, ``ds2``, ...).
+    """
     key = _ALIASES.get(name.lower(), name.lower())
     if key not in _BUILDERS:
         raise InputError(f"unknown dataset {name!r}; choose one of {', '.join(BUILTIN_NAMES)}")
-    return _BUILDERS[key]()
+    return _build(key)
 
 
 def geometry_for_voxels(n_voxels: int, path: object = None) -> Geometry:
