@@ -12,8 +12,6 @@ no file behind.
 from __future__ import annotations
 
 import datetime as _dt
-import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +20,7 @@ import h5py
 import numpy as np
 
 from caloforge import __version__
+from caloforge._atomic import finish, temporary_sibling
 from caloforge.errors import InputError
 from caloforge.geometry import Geometry, geometry_for_voxels
 
@@ -267,9 +266,7 @@ class ShowerWriter:
         parent = self.path.parent if str(self.path.parent) else Path(".")
         if not parent.is_dir():
             raise InputError("output folder does not exist", parent)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=parent)
-        os.close(fd)
-        self._tmp = Path(tmp)
+        self._tmp = temporary_sibling(self.path)
         self._file = h5py.File(self._tmp, "w")
         rows = _rows_per_chunk(self.n_voxels, 2**20)  # ~1 MB HDF5 chunks
         kw = {}
@@ -307,7 +304,7 @@ class ShowerWriter:
             self._file.close()
         finally:
             if exc_type is None:
-                os.replace(self._tmp, self.path)
+                finish(self._tmp, self.path)
             else:
                 self._tmp.unlink(missing_ok=True)
 

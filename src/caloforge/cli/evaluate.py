@@ -1,0 +1,136 @@
+"""``caloforge evaluate``: CaloChallenge metrics of generated showers against a reference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from caloforge.cli._common import console, progress_bar, user_errors
+
+
+def _files(arg: str) -> list[Path]:
+    """One sample: a file, or several joined with commas (DS3 ships in two files)."""
+    return [Path(p) for p in arg.split(",") if p]
+
+
+@user_errors
+def evaluate(
+    reference: str = typer.Argument(..., help="Reference (Geant4) file; join several with commas: a.h5,b.h5"),
+    generated: list[str] = typer.Argument(..., help="Generated file(s); each argument is one sample "
+                                          "(join a sample's parts with commas)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Output folder for metrics.json, report.html, plots."),
+    dataset: str = typer.Option(None, "--dataset", "-d", help="Geometry (ds1-photons, ds1-pions, ds2, ds3); "
+                                "default: recognised from the voxel count."),
+    metrics: str = typer.Option("hist,fpd,kpd,cls-low,cls-high", "--metrics", "-m",
+                                help="Comma-separated subset of hist,fpd,kpd,cls-low,cls-high."),
+    floor: bool = typer.Option(False, "--floor", help="Also compare two halves of the reference (Geant4 vs Geant4)."),
+    fast: bool = typer.Option(False, "--fast", help="Classifier: at most 15 epochs with early stopping "
+                              "(patience 3) instead of the official 50 epochs."),
+    cls_epochs: int = typer.Option(None, "--cls-epochs", help="Override the classifier's maximum epochs."),
+    cls_width: int = typer.Option(None, "--cls-width", help="Override the classifier's hidden units (official 2048)."),
+    cls_depth: int = typer.Option(None, "--cls-depth", help="Override the classifier's hidden layers (official 3)."),
+    cls_batch_size: int = typer.Option(None, "--cls-batch-size", help="Override the classifier's batch size (official 1000)."),
+    cls_max_showers: int = typer.Option(None, "--cls-max-showers", help="Use at most this many showers per "
+                                        "sample in the low-level classifier."),
+    threshold: float = typer.Option(None, "--threshold", help="Readout threshold in MeV (default: the dataset's)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of splits, batches and classifier training."),
+    names: str = typer.Option(None, "--names", help="Comma-separated names of the generated samples."),
+    plots: bool = typer.Option(True, "--plots/--no-plots", help="Draw the plots (and embed them in the report)."),
+) -> None:
+    """Evaluate generated showers against a reference: metrics.json, report.html and plots."""
+    from caloforge.data import open_showers
+    from caloforge.evaluation.classifier import ClassifierConfig
+    from caloforge.evaluation.pipeline import EvaluationOptions, evaluate as run, write_json
+    from caloforge.evaluation.report import write_report
+    from caloforge.errors import InputError
+    from caloforge.geometry import get_geometry
+
+    geometry = get_geometry(dataset) if dataset else None
+    ref = open_showers(_files(reference), geometry)
+    sample_names = names.split(",") if names else []
+    if sample_names and len(sample_names) != len(generated):
+        raise InputError(f"--names gives {len(sample_names)} names for {len(generated)} generated samples")
+    gens = {}
+    for i, arg in enumerate(generated):
+        f = open_showers(_files(arg), ref.geometry)
+        name = sample_names[i] if sample_names else (f.attrs.get("model") or f.paths[0].stem)
+        while name in gens:
+            name += "'"
+        gens[str(name)] = f
+    cfg = ClassifierConfig.fast() if fast else ClassifierConfig.official()
+    overrides = {"max_epochs": cls_epochs, "hidden_units": cls_width, "hidden_layers": cls_depth,
+                 "batch_size": cls_batch_size}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if overrides:
+        from dataclasses import replace
+
+        try:
+            cfg = replace(cfg, **overrides)
+        except ValueError as exc:
+            raise InputError(f"classifier settings: {exc}") from None
+    opts = EvaluationOptions(
+        metrics=tuple(m.strip() for m in metrics.split(",") if m.strip()), floor=floor, classifier=cfg,
+        cls_max_showers=cls_max_showers, seed=seed, threshold=threshold,
+    )
+    output.mkdir(parents=True, exist_ok=True)
+    with progress_bar() as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(task: str, done: float, total: float) -> None:
+            if task not in tasks:
+                tasks[task] = bar.add_task(task, total=total, info="")
+            bar.update(tasks[task], completed=done, total=total)
+
+        results, context = run(ref, gens, opts, progress)
+    sections = {}
+    if plots:
+        from caloforge.evaluation.plots import make_plots
+
+        console.print("drawing plots ...")
+        sections = make_plots(results, context, output / "plots")
+    write_json(results, output / "metrics.json")
+    report = write_report(results, sections, output / "report.html",
+                          title=f"caloforge evaluation: {', '.join(gens)} vs {Path(ref.paths[0]).name}")
+    _print_summary(results)
+    console.print(f"wrote [bold]{output / 'metrics.json'}[/] and [bold]{report}[/]")
+
+
+def _print_summary(results: dict) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"{results['dataset']}: {results['n_reference']} reference showers")
+    t.add_column("metric")
+    for b in results["generated"]:
+        t.add_column(b["name"], justify="right")
+    floor = results.get("floor")
+    if floor:
+        t.add_column("floor (G4 vs G4)", justify="right")
+
+    def fmt(d, key):
+        if not d or d.get(key) is None:
+            return "–"
+        if key == "value":
+            return f"{d['value']:.3g} ± {d['error']:.2g}"
+        return f"{d[key]:.4f}"
+
+    rows = [("AUC low-level", "cls_low", "auc"), ("AUC high-level", "cls_high", "auc"),
+            ("FPD x1e3", "fpd", "value"), ("KPD x1e3", "kpd", "value")]
+    for label, key, sub in rows:
+        if any(key in b for b in results["generated"]):
+            cells = [fmt(b.get(key), sub) for b in results["generated"]]
+            t.add_row(label, *cells, *( [fmt(floor.get(key), sub)] if floor else []))
+    import numpy as np
+
+    def sep_mean(b, k):
+        v = (b.get("separation_power") or {}).get(k)
+        if v is None:
+            return "–"
+        a = np.asarray(v if isinstance(v, list) else [v], dtype=float)
+        return f"{np.nanmean(a):.2e}" if np.isfinite(a).any() else "–"
+
+    for k in ("etot_einc", "e_layer", "ec_eta", "width_eta", "sparsity", "voxel_energy"):
+        if any("separation_power" in b for b in results["generated"]):
+            t.add_row(f"sep. power {k}", *[sep_mean(b, k) for b in results["generated"]],
+                      *([sep_mean(floor, k)] if floor else []))
+    console.print(t)

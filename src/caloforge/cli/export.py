@@ -1,0 +1,57 @@
+"""``caloforge export``: write a model's sampler as an ONNX graph."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from caloforge.cli._common import console, user_errors
+from caloforge.errors import InputError
+
+
+def export(
+    model: str = typer.Argument(..., help="A training run folder, a model folder or a shipped model name."),
+    onnx: Path = typer.Option(..., "--onnx", help="Output ONNX file."),
+) -> None:
+    """Export a model to ONNX (for 'caloforge generate --onnx' or use outside caloforge).
+
+    Example: caloforge export runs/student --onnx student.onnx
+    """
+    _run(model, onnx)
+
+
+@user_errors
+def _run(name: str, out: Path) -> None:
+    if out.is_dir():
+        raise InputError("is a folder; give the output file name", out)
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError("output folder does not exist", parent)
+    try:
+        from caloforge.export.onnx import export_onnx
+    except ModuleNotFoundError as exc:
+        if exc.name in ("onnx", "onnxruntime", "onnxscript"):
+            raise InputError(f"ONNX export needs the '{exc.name}' package: pip install 'caloforge[onnx]'") from None
+        if exc.name and exc.name.startswith("caloforge.export"):
+            raise InputError("ONNX export is not available in this caloforge installation") from None
+        raise
+    from caloforge.models.pretrained import resolve
+    from caloforge.models.serialization import load_model
+
+    model_dir = resolve(name)
+    model = load_model(model_dir)
+    existed = out.exists()
+    try:
+        export_onnx(model, out)
+    except NotImplementedError as exc:
+        if not existed:
+            out.unlink(missing_ok=True)
+        detail = f" ({exc})" if str(exc) else ""
+        raise InputError(f"model {model.name!r} has no ONNX export{detail}") from None
+    except BaseException:
+        if not existed:
+            out.unlink(missing_ok=True)
+        raise
+    size = out.stat().st_size / 2**20 if out.is_file() else 0.0
+    console.print(f"exported {model.name} from {model_dir} to {out} ({size:.1f} MiB)", highlight=False)

@@ -1,0 +1,331 @@
+"""The CaloChallenge classifier test: can a network tell generated showers from reference ones?
+
+Protocol of the official evaluation (``evaluate.py``), run here in float32 with torch:
+
+1. Inputs: *low-level* (:func:`low_level_inputs`): ``[log10 E_inc, voxel energies / E_inc]``
+   after the readout threshold (``showers[showers < cut] = 0``), as ``prepare_low_data_for_
+   classifier``; or *high-level* (:func:`high_level_inputs`): the high-level feature vector of
+   ``prepare_high_data_for_classifier`` (:meth:`ShowerFeatures.high_level_vector`).
+2. Equal class sizes (the larger sample is cut to the smaller; here a random subset, where the
+   official script keeps the first rows), each class split 60/20/20 into train/test/validation
+   (``int(0.6 N)``, ``int(0.2 N)``, the rest), classes merged and shuffled. Reference label 1,
+   generated label 0.
+3. Network: the official ``DNN``, ``Linear(in, H)`` then ``hidden_layers - 1`` times
+   ``Linear(H, H)``, each followed by LeakyReLU (and dropout, 0 by default), then ``Linear(H, 1)``;
+   ``BCEWithLogitsLoss``, Adam (lr 2e-4), batches of 1000, up to 50 epochs. "3 x 2048" is
+   ``hidden_layers=3, hidden_units=2048`` (the official ``--cls_n_layer 2 --cls_n_hidden 2048``).
+4. After every epoch the accuracy on the *test* split is measured (probability rounded at 0.5);
+   the epoch with the best accuracy is kept (training stops at accuracy 1).
+5. The kept network's sigmoid outputs on the test split calibrate an isotonic regression
+   (``IsotonicRegression(out_of_bounds='clip', y_min=1e-6, y_max=1 - 1e-6)``); on the separate
+   *validation* split the calibrated probabilities give the reported AUC and
+   ``JSD = (ln 2 - BCE) / ln 2``.
+
+Presets: :meth:`ClassifierConfig.official` (the protocol above, the CaloChallenge paper's
+"3 x 2048" network) and :meth:`ClassifierConfig.fast` (same network and data, at most 15 epochs
+and early stopping once the test accuracy has not improved for 3 epochs: a cheaper estimate for
+development, not for publication). Same seed, device and thread count give the same result.
+
+Memory: the two input arrays are used in place (float32, no merged copy); batches are gathered
+by index. For 100k DS2 showers the low-level input is 100k x 6481 float32 = 2.6 GB per sample.
+On CUDA the arrays are moved to the GPU once when they fit comfortably, else batch by batch.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+from sklearn.isotonic import IsotonicRegression
+from sklearn.metrics import roc_auc_score
+
+_LN2 = math.log(2.0)
+
+
+# ------------------------------------------------------------------------------------- inputs
+def low_level_inputs(
+    e_inc: np.ndarray, showers, threshold: float = 0.0, chunk_size: int = 4096, out: np.ndarray | None = None
+) -> np.ndarray:
+    """Low-level classifier input ``[log10 E_inc, showers / E_inc]`` (N, voxels + 1), float32.
+
+    ``showers`` (MeV) may be any row-sliceable array (numpy, h5py dataset); it is converted block
+    by block so that peak memory is the output plus one block. Voxels below ``threshold`` (MeV)
+    are zeroed first. ``out`` may supply the (N, voxels + 1) float32 output buffer.
+    """
+    e = np.asarray(e_inc, dtype=np.float32).reshape(-1)
+    n = len(e)
+    if len(showers) != n:
+        raise ValueError(f"{n} incident energies but {len(showers)} showers")
+    if np.any(e <= 0):
+        raise ValueError("incident energies must be positive")
+    n_vox = showers.shape[1]
+    if out is None:
+        out = np.empty((n, n_vox + 1), dtype=np.float32)
+    elif out.shape != (n, n_vox + 1) or out.dtype != np.float32:
+        raise ValueError(f"out must be float32 of shape {(n, n_vox + 1)}")
+    out[:, 0] = np.log10(e)
+    for a in range(0, n, chunk_size):
+        b = min(a + chunk_size, n)
+        block = out[a:b, 1:]
+        block[...] = np.asarray(showers[a:b], dtype=np.float32)
+        if threshold > 0:
+            block[block < threshold] = 0.0
+        block /= e[a:b, None]
+    return out
+
+
+def high_level_inputs(features) -> np.ndarray:
+    """High-level classifier input (the official high-level vector of ``features``), float32."""
+    return np.ascontiguousarray(features.high_level_vector(), dtype=np.float32)
+
+
+# ------------------------------------------------------------------------------------- config
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """Settings of :func:`classifier_test`. Defaults: the official protocol (see module doc)."""
+
+    hidden_layers: int = 3
+    hidden_units: int = 2048
+    dropout: float = 0.0
+    learning_rate: float = 2e-4
+    batch_size: int = 1000
+    max_epochs: int = 50
+    patience: int | None = None  # stop after this many epochs without a better test accuracy
+    split: tuple[float, float, float] = (0.6, 0.2, 0.2)
+    device: str | None = None  # None: CUDA when available, else CPU
+    data_on_device: bool | None = None  # None: move inputs to the GPU when they fit
+    eval_batch_size: int = 10_000
+
+    @classmethod
+    def official(cls, **changes) -> "ClassifierConfig":
+        """The final CaloChallenge protocol: MLP 3 x 2048, up to 50 epochs, best test epoch."""
+        return replace(cls(), **changes)
+
+    @classmethod
+    def fast(cls, **changes) -> "ClassifierConfig":
+        """Development preset: as official but at most 15 epochs, early stopping (patience 3)."""
+        return replace(cls(max_epochs=15, patience=3), **changes)
+
+    def __post_init__(self) -> None:
+        if self.hidden_layers < 1 or self.hidden_units < 1:
+            raise ValueError("the network needs at least one hidden layer of one unit")
+        if len(self.split) != 3 or min(self.split) <= 0 or sum(self.split) > 1 + 1e-9:
+            raise ValueError("split must be three positive fractions summing to at most 1")
+        if self.max_epochs < 1 or self.batch_size < 1:
+            raise ValueError("max_epochs and batch_size must be positive")
+
+
+@dataclass
+class ClassifierResult:
+    """Outcome of :func:`classifier_test`: calibrated AUC and JSD on the validation split."""
+
+    auc: float
+    jsd: float
+    best_epoch: int
+    n_train: int
+    seconds: float
+    n_test: int = 0
+    n_val: int = 0
+    epochs_run: int = 0
+    auc_uncalibrated: float = float("nan")
+    test_accuracy: float = float("nan")
+    device: str = "cpu"
+    history: list[dict] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------------------------ network
+def build_mlp(input_dim: int, hidden_layers: int, hidden_units: int, dropout: float = 0.0) -> torch.nn.Sequential:
+    """The official classifier DNN: hidden Linear+LeakyReLU(+Dropout) blocks, one logit out."""
+    layers: list[torch.nn.Module] = []
+    width = input_dim
+    for _ in range(hidden_layers):
+        layers += [torch.nn.Linear(width, hidden_units), torch.nn.LeakyReLU(), torch.nn.Dropout(dropout)]
+        width = hidden_units
+    layers.append(torch.nn.Linear(width, 1))
+    return torch.nn.Sequential(*layers)
+
+
+class _Data:
+    """Two float32 sources addressed by one index space: i < n_ref is reference row i (label
+    1), otherwise generated row i - n_ref (label 0)."""
+
+    def __init__(self, ref: np.ndarray, gen: np.ndarray, device: torch.device, on_device: bool):
+        self.n_ref = len(ref)
+        self.device = device
+        self.ref = torch.from_numpy(ref)
+        self.gen = torch.from_numpy(gen)
+        if on_device:
+            self.ref = self.ref.to(device)
+            self.gen = self.gen.to(device)
+
+    def batch(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        is_ref = idx < self.n_ref
+        ir = torch.from_numpy(idx[is_ref])
+        ig = torch.from_numpy(idx[~is_ref] - self.n_ref)
+        parts = []
+        if len(ir):
+            parts.append(self.ref.index_select(0, ir.to(self.ref.device)))
+        if len(ig):
+            parts.append(self.gen.index_select(0, ig.to(self.gen.device)))
+        x = torch.cat(parts) if len(parts) > 1 else parts[0]
+        y = torch.cat([torch.ones(len(ir)), torch.zeros(len(ig))])
+        return x.to(self.device, non_blocking=True), y.to(self.device)
+
+
+def _split_indices(n_ref: int, n_gen: int, split, rng: np.random.Generator):
+    n = min(n_ref, n_gen)
+    ref = rng.permutation(n_ref)[:n]
+    gen = rng.permutation(n_gen)[:n] + n_ref
+    counts = (n * np.asarray(split, dtype=np.float64)).astype(int)
+    cuts = counts.cumsum()
+    parts = []
+    for lo, hi in ((0, cuts[0]), (cuts[0], cuts[1]), (cuts[1], n)):  # validation: the rest
+        idx = np.concatenate([ref[lo:hi], gen[lo:hi]])
+        parts.append(idx[rng.permutation(len(idx))])
+    return parts  # train, test, validation
+
+
+@torch.inference_mode()
+def _logits(model, data: _Data, idx: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray]:
+    model.eval()
+    out, lab = [], []
+    for a in range(0, len(idx), batch):
+        x, y = data.batch(idx[a : a + batch])
+        out.append(model(x).reshape(-1).float().cpu())
+        lab.append(y.cpu())
+    return torch.cat(out).numpy(), torch.cat(lab).numpy()
+
+
+def _sigmoid64(logits: np.ndarray) -> np.ndarray:
+    return torch.sigmoid(torch.from_numpy(logits.astype(np.float64))).numpy()
+
+
+def _accuracy(prob: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean(np.round(prob) == y))  # np.round: 0.5 -> 0, as the official code
+
+
+def _bce(prob: np.ndarray, y: np.ndarray) -> float:
+    """Mean binary cross-entropy, logs clamped at -100 like ``torch.nn.BCELoss``."""
+    lp = np.maximum(np.log(prob), -100.0)
+    lq = np.maximum(np.log1p(-prob), -100.0)
+    return float(-np.mean(y * lp + (1.0 - y) * lq))
+
+
+def _resolve_device(config: ClassifierConfig) -> torch.device:
+    if config.device is not None:
+        return torch.device(config.device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _fits_on_device(device: torch.device, nbytes: int) -> bool:
+    if device.type != "cuda":
+        return True
+    free, _ = torch.cuda.mem_get_info(device)
+    return nbytes < 0.6 * free
+
+
+def _as_float32(x, name: str) -> np.ndarray:
+    a = np.asarray(x)
+    if a.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (samples, features), got shape {a.shape}")
+    if a.dtype != np.float32 or not a.flags.c_contiguous:
+        a = np.ascontiguousarray(a, dtype=np.float32)  # the only copy, and only when needed
+    if not a.flags.writeable:
+        a = a.copy()  # torch.from_numpy needs a writeable buffer
+    return a
+
+
+# --------------------------------------------------------------------------------------- test
+def classifier_test(
+    reference_X,
+    generated_X,
+    config: ClassifierConfig | None = None,
+    seed: int = 0,
+    progress: Callable[[dict], None] | None = None,
+) -> ClassifierResult:
+    """Train the classifier of the official protocol on ``reference_X`` vs ``generated_X``
+    ((N, features) arrays, ideally float32) and return its calibrated validation AUC and JSD.
+
+    ``progress`` is called after every epoch with a dict (epoch, max_epochs, train_loss,
+    test_accuracy, best_epoch, seconds).
+    """
+    cfg = config or ClassifierConfig.official()
+    t0 = time.perf_counter()
+    ref = _as_float32(reference_X, "reference_X")
+    gen = _as_float32(generated_X, "generated_X")
+    if ref.shape[1] != gen.shape[1]:
+        raise ValueError(f"feature counts differ: {ref.shape[1]} vs {gen.shape[1]}")
+    device = _resolve_device(cfg)
+    on_device = cfg.data_on_device
+    if on_device is None:
+        on_device = device.type == "cuda" and _fits_on_device(device, ref.nbytes + gen.nbytes)
+    data = _Data(ref, gen, device, bool(on_device))
+    rng = np.random.default_rng(seed)
+    train, test, val = _split_indices(len(ref), len(gen), cfg.split, rng)
+    if min(len(train), len(test), len(val)) < 2:
+        raise ValueError(f"samples too small for the classifier test ({len(ref)} and {len(gen)} rows)")
+
+    fork_devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=fork_devices):
+        torch.manual_seed(seed)
+        model = build_mlp(ref.shape[1], cfg.hidden_layers, cfg.hidden_units, cfg.dropout).to(device)
+        optim = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+        loss_fn = torch.nn.BCEWithLogitsLoss()
+        best_acc, best_epoch, best_state = -math.inf, 0, None
+        history: list[dict] = []
+        epochs_run = 0
+        for epoch in range(1, cfg.max_epochs + 1):
+            model.train()
+            order = train[rng.permutation(len(train))]
+            total, count = 0.0, 0
+            for a in range(0, len(order), cfg.batch_size):
+                x, y = data.batch(order[a : a + cfg.batch_size])
+                loss = loss_fn(model(x).reshape(-1), y)
+                optim.zero_grad(set_to_none=True)
+                loss.backward()
+                optim.step()
+                total += float(loss.detach()) * len(y)
+                count += len(y)
+            logits, y_test = _logits(model, data, test, cfg.eval_batch_size)
+            acc = _accuracy(_sigmoid64(logits), y_test)
+            epochs_run = epoch
+            if acc > best_acc:
+                best_acc, best_epoch = acc, epoch
+                best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+            info = {"epoch": epoch, "max_epochs": cfg.max_epochs, "train_loss": total / max(count, 1),
+                    "test_accuracy": acc, "best_epoch": best_epoch, "seconds": time.perf_counter() - t0}
+            history.append(info)
+            if progress is not None:
+                progress(info)
+            if acc == 1.0:
+                break
+            if cfg.patience is not None and epoch - best_epoch >= cfg.patience:
+                break
+
+    model.load_state_dict(best_state)
+    logit_test, y_test = _logits(model, data, test, cfg.eval_batch_size)
+    logit_val, y_val = _logits(model, data, val, cfg.eval_batch_size)
+    p_test, p_val = _sigmoid64(logit_test), _sigmoid64(logit_val)
+    iso = IsotonicRegression(out_of_bounds="clip", y_min=1e-6, y_max=1.0 - 1e-6).fit(p_test, y_test)
+    p_cal = iso.predict(p_val)
+    auc = float(roc_auc_score(y_val, p_cal))
+    jsd = (_LN2 - _bce(p_cal, y_val)) / _LN2
+    return ClassifierResult(
+        auc=auc,
+        jsd=float(jsd),
+        best_epoch=best_epoch,
+        n_train=len(train),
+        seconds=time.perf_counter() - t0,
+        n_test=len(test),
+        n_val=len(val),
+        epochs_run=epochs_run,
+        auc_uncalibrated=float(roc_auc_score(y_val, p_val)),
+        test_accuracy=best_acc,
+        device=str(device),
+        history=history,
+    )

@@ -1,0 +1,410 @@
+"""The full evaluation of generated samples against a reference: what ``caloforge evaluate`` runs.
+
+One streamed pass over every file computes the high-level features, the voxel maximum, the mean
+shower and (when the low-level classifier runs) its input array; voxels themselves are never
+held beyond one block otherwise, so a DS3 evaluation stays within a few GB of memory. Then come
+the metric families (``hist``, ``fpd``, ``kpd``, ``cls-low``, ``cls-high``), optionally the
+Geant4-vs-Geant4 floor (the reference split in two halves) and the per-energy-bin view. The result
+is the ``metrics.json`` dictionary (schema in ``docs/metrics.md``); plots and ``report.html``
+are written by :func:`write_outputs`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import resource
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from caloforge import __version__
+from caloforge._atomic import atomic_write_text
+from caloforge.data import ShowerFile
+from caloforge.errors import InputError
+from caloforge.evaluation.binning import N_EDGES_VOXEL, FeatureBinning, binning_from_reference, log_edges
+from caloforge.evaluation.classifier import ClassifierConfig, classifier_test, high_level_inputs
+from caloforge.evaluation.distances import fpd as fpd_metric
+from caloforge.evaluation.distances import kpd as kpd_metric
+from caloforge.evaluation.separation import (
+    SEPARATION_KEYS,
+    feature_separation_powers,
+    separation_power_counts,
+    voxel_energy_counts,
+)
+from caloforge.features import ShowerFeatures, apply_threshold, compute_features
+
+METRICS = ("hist", "fpd", "kpd", "cls-low", "cls-high")
+SCHEMA_VERSION = 1
+#: Memory budget (bytes) for the two low-level classifier arrays; larger samples are subsampled.
+LOW_LEVEL_BUDGET = 8 * 2**30
+
+Progress = Callable[[str, float, float], None]  # (task, completed, total)
+
+
+@dataclass
+class EvaluationOptions:
+    """Settings of :func:`evaluate`."""
+
+    metrics: tuple[str, ...] = METRICS
+    floor: bool = False
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig.official)
+    cls_max_showers: int | None = None  # per sample; None: all that fit LOW_LEVEL_BUDGET
+    energy_bins: Sequence[float] | None = None  # MeV edges; None: decades spanning the reference
+    seed: int = 0
+    threshold: float | None = None  # MeV; None: the geometry's readout threshold
+    fpd_min_samples: int = 10_000
+    fpd_max_samples: int = 50_000
+    kpd_batch_size: int = 10_000
+
+    def __post_init__(self) -> None:
+        unknown = set(self.metrics) - set(METRICS)
+        if unknown:
+            raise InputError(f"unknown metric(s) {', '.join(sorted(unknown))}; choose from {', '.join(METRICS)}")
+
+
+@dataclass
+class Sample:
+    """Everything the metrics need of one sample, gathered in one streamed pass."""
+
+    name: str
+    files: list[str]
+    features: ShowerFeatures
+    mean_shower: np.ndarray
+    voxel_max: float
+    low_level: np.ndarray | None = None  # (n_cls, voxels + 1) float32
+    low_level_rows: np.ndarray | None = None  # which rows of the sample the low-level array holds
+    voxel_counts: np.ndarray | None = None
+
+
+def _clean(x: Any) -> Any:
+    """JSON-safe: NaN/inf -> None, numpy -> Python."""
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _clean(x.tolist())
+    if isinstance(x, (np.floating, float)):
+        x = float(x)
+        return None if math.isnan(x) or math.isinf(x) else x
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def gather(
+    file: ShowerFile,
+    name: str,
+    threshold: float,
+    low_level_rows: np.ndarray | None = None,
+    voxel_edges: np.ndarray | None = None,
+    progress: Progress | None = None,
+) -> Sample:
+    """Stream ``file`` once: features, mean shower, voxel maximum, optional low-level inputs
+    (for the sorted row indices ``low_level_rows``) and voxel-energy counts in ``voxel_edges``."""
+    g = file.geometry
+    parts, total = [], np.zeros(g.n_voxels)
+    vmax = 0.0
+    counts = None if voxel_edges is None else np.zeros(len(voxel_edges) - 1, dtype=np.int64)
+    low = None
+    if low_level_rows is not None:
+        low = np.empty((len(low_level_rows), g.n_voxels + 1), dtype=np.float32)
+    start, filled = 0, 0
+    for e, s in file.iter_chunks():
+        s = apply_threshold(s, threshold, copy=False)
+        parts.append(compute_features(e, s, g, threshold=0.0))
+        total += s.sum(axis=0, dtype=np.float64)
+        vmax = max(vmax, float(s.max(initial=0.0)))
+        if counts is not None:
+            counts += voxel_energy_counts(s, voxel_edges, 0.0)
+        if low is not None:
+            stop = start + len(s)
+            lo, hi = np.searchsorted(low_level_rows, [start, stop])
+            if hi > lo:
+                rows = low_level_rows[lo:hi] - start
+                low[filled : filled + len(rows), 0] = np.log10(e[rows])
+                np.divide(s[rows], e[rows, None].astype(np.float32), out=low[filled : filled + len(rows), 1:])
+                filled += len(rows)
+        start += len(s)
+        if progress:
+            progress(f"reading {name}", start, file.n)
+    feats = ShowerFeatures.concatenate(parts)
+    feats.threshold = threshold
+    return Sample(name, [str(p) for p in file.paths], feats, total / file.n, vmax, low, low_level_rows, counts)
+
+
+def _voxel_counts_pass(file: ShowerFile, edges: np.ndarray, threshold: float, masks: dict[str, np.ndarray],
+                       progress: Progress | None, name: str) -> dict[str, np.ndarray]:
+    """Voxel-energy counts of the rows selected by each boolean mask (one streamed pass)."""
+    out = {k: np.zeros(len(edges) - 1, dtype=np.int64) for k in masks}
+    start = 0
+    for _, s in file.iter_chunks():
+        s = apply_threshold(s, threshold, copy=False)
+        for k, m in masks.items():
+            sel = m[start : start + len(s)]
+            if sel.any():
+                out[k] += voxel_energy_counts(s[sel], edges, 0.0)
+        start += len(s)
+        if progress:
+            progress(f"voxel energies of {name}", start, file.n)
+    return out
+
+
+def default_energy_edges(e_inc: np.ndarray) -> np.ndarray:
+    """Decade edges (1, 10, 100 GeV, ...) spanning the incident energies; at least one bin."""
+    lo, hi = float(e_inc.min()), float(e_inc.max())
+    k0, k1 = math.floor(math.log10(lo) + 1e-9), math.ceil(math.log10(hi) - 1e-9)
+    edges = 10.0 ** np.arange(k0, max(k1, k0 + 1) + 1)
+    edges[0] = min(edges[0], lo)
+    edges[-1] = max(edges[-1], hi)
+    return edges
+
+
+def _distance(metric: Callable, a: np.ndarray, b: np.ndarray, **kw) -> dict:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = metric(a, b, **kw)
+    d = {"value": float(res[0]) * 1e3, "error": float(res[1]) * 1e3}
+    note = getattr(res, "note", "")
+    if note:
+        d["note"] = note
+    return d
+
+
+def _classifier(x_ref: np.ndarray, x_gen: np.ndarray, cfg: ClassifierConfig, seed: int,
+                progress: Progress | None, task: str) -> dict:
+    def cb(info: dict) -> None:
+        if progress:
+            progress(task, info["epoch"], info["max_epochs"])
+
+    r = classifier_test(x_ref, x_gen, cfg, seed=seed, progress=cb)
+    return {
+        "auc": r.auc, "jsd": r.jsd, "best_epoch": r.best_epoch, "epochs_run": r.epochs_run,
+        "n_train": r.n_train, "n_test": r.n_test, "n_val": r.n_val, "seconds": r.seconds,
+        "auc_uncalibrated": r.auc_uncalibrated, "device": r.device,
+    }
+
+
+def compare(
+    ref: ShowerFeatures,
+    gen: ShowerFeatures,
+    options: EvaluationOptions,
+    binning: FeatureBinning,
+    ref_counts: np.ndarray | None = None,
+    gen_counts: np.ndarray | None = None,
+    ref_low: np.ndarray | None = None,
+    gen_low: np.ndarray | None = None,
+    progress: Progress | None = None,
+    timing: dict | None = None,
+    label: str = "",
+) -> dict:
+    """All requested metrics of ``gen`` against ``ref`` (features; low-level arrays optional)."""
+    out: dict[str, Any] = {}
+    timing = {} if timing is None else timing
+
+    def timed(key: str, fn: Callable[[], Any]) -> Any:
+        t = time.perf_counter()
+        value = fn()
+        timing[f"{label}{key}"] = round(time.perf_counter() - t, 3)
+        return value
+
+    m = options.metrics
+    if "hist" in m:
+        def hist() -> dict:
+            seps = feature_separation_powers(ref, gen, binning)
+            if ref_counts is not None and gen_counts is not None and binning.voxel_energy is not None:
+                seps["voxel_energy"] = separation_power_counts(ref_counts, gen_counts, binning.voxel_energy)
+            return {k: seps[k] for k in SEPARATION_KEYS}
+        out["separation_power"] = timed("hist", hist)
+    need_hl = any(k in m for k in ("fpd", "kpd", "cls-high"))
+    if need_hl:
+        hl_ref, hl_gen = high_level_inputs(ref), high_level_inputs(gen)
+    if "fpd" in m:
+        out["fpd"] = timed("fpd", lambda: _distance(
+            fpd_metric, hl_ref, hl_gen, min_samples=options.fpd_min_samples,
+            max_samples=options.fpd_max_samples, seed=options.seed))
+    if "kpd" in m:
+        out["kpd"] = timed("kpd", lambda: _distance(
+            kpd_metric, hl_ref, hl_gen, batch_size=options.kpd_batch_size, seed=options.seed))
+    if "cls-high" in m:
+        out["cls_high"] = timed("cls_high", lambda: _classifier(
+            hl_ref, hl_gen, options.classifier, options.seed, progress, f"{label}classifier (high-level)"))
+    if "cls-low" in m and ref_low is not None and gen_low is not None:
+        out["cls_low"] = timed("cls_low", lambda: _classifier(
+            ref_low, gen_low, options.classifier, options.seed, progress, f"{label}classifier (low-level)"))
+    return out
+
+
+def _energy_binned(ref: ShowerFeatures, gen: ShowerFeatures, edges: np.ndarray, options: EvaluationOptions,
+                   binning: FeatureBinning) -> list[dict]:
+    rows = []
+    # Per bin: the histogram metrics (cheap). FPD/KPD per bin would cost as much as the whole
+    # evaluation again for every bin; run `evaluate --energy-range` on a slice for those.
+    bin_opts = EvaluationOptions(metrics=("hist",), seed=options.seed)
+    for a, b in zip(edges[:-1], edges[1:]):
+        mr = (ref.e_inc >= a) & (ref.e_inc <= b if b == edges[-1] else ref.e_inc < b)
+        mg = (gen.e_inc >= a) & (gen.e_inc <= b if b == edges[-1] else gen.e_inc < b)
+        row: dict[str, Any] = {"e_min_gev": a / 1e3, "e_max_gev": b / 1e3, "n_reference": int(mr.sum()),
+                               "n_generated": int(mg.sum())}
+        if mr.sum() >= 10 and mg.sum() >= 10:
+            r, g = ref.select(mr), gen.select(mg)
+            row["etot_einc_mean_ratio"] = float(g.etot_einc.mean() / r.etot_einc.mean())
+            res = compare(r, g, bin_opts, binning)
+            if "separation_power" in res:
+                sp = res["separation_power"]
+                row["sep_etot_einc"] = sp["etot_einc"]
+                row["sep_e_layer"] = float(np.nanmean(np.asarray(sp["e_layer"], dtype=float)))
+            for k in ("fpd", "kpd"):
+                if k in res:
+                    row[k] = res[k]
+        rows.append(row)
+    return rows
+
+
+def _cls_rows(n: int, n_voxels: int, n_samples: int, cap: int | None, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+    budget_rows = max(1000, int(LOW_LEVEL_BUDGET / (4 * (n_voxels + 1) * n_samples)))
+    limit = min(n, budget_rows if cap is None else cap)
+    note = ""
+    if limit < n:
+        note = f"low-level classifier on a random subset of {limit} of {n} showers (memory budget or --cls-max-showers)"
+    rows = np.sort(rng.choice(n, size=limit, replace=False)) if limit < n else np.arange(n)
+    return rows, note
+
+
+def evaluate(
+    reference: ShowerFile,
+    generated: dict[str, ShowerFile],
+    options: EvaluationOptions | None = None,
+    progress: Progress | None = None,
+) -> tuple[dict, dict[str, Any]]:
+    """Evaluate every generated sample against ``reference``.
+
+    Returns ``(results, context)``: the ``metrics.json`` dict and what the plots need (features,
+    mean showers, binning).
+    """
+    opts = options or EvaluationOptions()
+    g = reference.geometry
+    for name, f in generated.items():
+        if f.geometry != g:
+            raise InputError(f"geometry {f.geometry.name} differs from the reference's ({g.name})", f.paths[0])
+    thr = g.readout_threshold if opts.threshold is None else float(opts.threshold)
+    rng = np.random.default_rng(opts.seed)
+    timing: dict[str, float] = {}
+    notes: list[str] = []
+    want_low = "cls-low" in opts.metrics
+    n_samples = 1 + len(generated)
+
+    t = time.perf_counter()
+    ref_rows = None
+    if want_low:
+        ref_rows, note = _cls_rows(reference.n, g.n_voxels, n_samples, opts.cls_max_showers, rng)
+        if note:
+            notes.append(f"reference: {note}")
+    ref = gather(reference, "reference", thr, ref_rows, progress=progress)
+    binning = binning_from_reference(ref.features, None)
+    binning.voxel_energy = log_edges(binning.min_energy, ref.voxel_max, N_EDGES_VOXEL)
+    timing["read_reference"] = round(time.perf_counter() - t, 3)
+
+    # floor halves (row masks over the reference)
+    half = None
+    if opts.floor:
+        perm = np.random.default_rng(opts.seed + 1).permutation(reference.n)
+        half = np.zeros(reference.n, dtype=bool)
+        half[perm[: reference.n // 2]] = True
+
+    ref_counts = None
+    floor_counts = {}
+    if "hist" in opts.metrics and binning.voxel_energy is not None:
+        t = time.perf_counter()
+        masks = {"all": np.ones(reference.n, dtype=bool)}
+        if half is not None:
+            masks.update({"a": half, "b": ~half})
+        counts = _voxel_counts_pass(reference, binning.voxel_energy, thr, masks, progress, "reference")
+        ref_counts = counts["all"]
+        floor_counts = counts
+        timing["reference_voxel_histogram"] = round(time.perf_counter() - t, 3)
+
+    energy_edges = np.asarray(opts.energy_bins, dtype=float) if opts.energy_bins else default_energy_edges(ref.features.e_inc)
+
+    blocks = []
+    samples: dict[str, Sample] = {}
+    for name, f in generated.items():
+        t = time.perf_counter()
+        rows = None
+        if want_low:
+            rows, note = _cls_rows(f.n, g.n_voxels, n_samples, opts.cls_max_showers, rng)
+            if note:
+                notes.append(f"{name}: {note}")
+        s = gather(f, name, thr, rows, binning.voxel_energy, progress)
+        samples[name] = s
+        timing[f"{name}: read"] = round(time.perf_counter() - t, 3)
+        res = compare(ref.features, s.features, opts, binning, ref_counts, s.voxel_counts, ref.low_level,
+                      s.low_level, progress, timing, f"{name}: ")
+        t = time.perf_counter()
+        res["energy_bins"] = _energy_binned(ref.features, s.features, energy_edges, opts, binning)
+        timing[f"{name}: energy_bins"] = round(time.perf_counter() - t, 3)
+        attrs = f.attrs
+        block = {"name": name, "files": s.files, "n_generated": f.n,
+                 "provenance": {k: attrs[k] for k in ("generator", "caloforge_version", "seed", "model") if k in attrs},
+                 **res}
+        blocks.append(block)
+        if ref.low_level is not None:
+            s.low_level = None  # free memory before the next sample
+
+    floor = None
+    if half is not None:
+        t = time.perf_counter()
+        fa, fb = ref.features.select(half), ref.features.select(~half)
+        low_a = low_b = None
+        if ref.low_level is not None:
+            in_a = half[ref.low_level_rows]
+            low_a, low_b = ref.low_level[in_a], ref.low_level[~in_a]
+        floor = compare(fa, fb, opts, binning, floor_counts.get("a"), floor_counts.get("b"), low_a, low_b,
+                        progress, timing, "floor: ")
+        floor["n_reference_a"], floor["n_reference_b"] = len(fa), len(fb)
+        floor["energy_bins"] = _energy_binned(fa, fb, energy_edges, opts, binning)
+        timing["floor"] = round(time.perf_counter() - t, 3)
+        notes.append("floor: the reference split in two random halves and compared with the same metrics; "
+                     "its sample size is half the reference's, so it slightly overstates the true floor")
+
+    results: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "caloforge_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "dataset": g.name,
+        "threshold_mev": thr,
+        "metrics": list(opts.metrics),
+        "classifier": {"hidden_layers": opts.classifier.hidden_layers, "hidden_units": opts.classifier.hidden_units,
+                       "max_epochs": opts.classifier.max_epochs, "patience": opts.classifier.patience,
+                       "learning_rate": opts.classifier.learning_rate, "batch_size": opts.classifier.batch_size},
+        "reference": {"files": ref.files, "n": reference.n},
+        "n_reference": reference.n,
+        "energy_bin_edges_gev": (energy_edges / 1e3).tolist(),
+        "generated": blocks,
+    }
+    if len(blocks) == 1:  # the single-sample layout: the block's keys at the top level too
+        results.update({k: v for k, v in blocks[0].items() if k not in ("name", "files")})
+    if floor is not None:
+        results["floor"] = floor
+    results["notes"] = notes + binning.notes
+    results["timing_seconds"] = timing
+    results["peak_memory_mb"] = round(_peak_rss_mb(), 1)
+    context = {"reference": ref, "samples": samples, "binning": binning, "geometry": g,
+               "reference_voxel_counts": ref_counts}
+    return _clean(results), context
+
+
+def write_json(obj: dict, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write_text(path, json.dumps(obj, indent=2))

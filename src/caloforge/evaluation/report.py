@@ -1,0 +1,204 @@
+"""A self-contained HTML report of an evaluation: summary table, floors, published results, plots.
+
+The report is one file: plots are embedded as base64 PNGs so it can be mailed or archived.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from caloforge._atomic import atomic_write_text
+from caloforge.evaluation.published import published_results
+
+_CSS = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222;max-width:1400px}
+h1{font-size:1.6em;margin-bottom:0} h2{border-bottom:1px solid #ccc;padding-bottom:4px;margin-top:32px}
+.sub{color:#666;margin-top:4px}
+table{border-collapse:collapse;margin:8px 0 16px 0;font-size:0.92em}
+th,td{border:1px solid #ddd;padding:4px 10px;text-align:right} th{background:#f3f3f3}
+td.l,th.l{text-align:left}
+tr.ours td{background:#eef6ff;font-weight:600} tr.floor td{color:#666;font-style:italic}
+.good{color:#1a7f37} .bad{color:#b42318} .note{color:#666;font-size:0.9em}
+.grid{display:flex;flex-wrap:wrap;gap:12px} .grid figure{margin:0;width:420px}
+.grid img{width:100%;border:1px solid #eee} figcaption{font-size:0.85em;color:#555}
+details{margin:6px 0}
+"""
+
+
+def _fmt(x: Any, digits: int = 4) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, (list, tuple)):
+        return _fmt(sum(x) / len(x), digits) if x else "–"
+    if isinstance(x, float) and (math.isnan(x) or math.isinf(x)):
+        return "–"
+    if isinstance(x, float):
+        if x != 0 and (abs(x) < 10 ** -(digits - 1) or abs(x) >= 10**5):
+            return f"{x:.{digits - 1}e}"
+        return f"{x:.{digits}g}" if abs(x) >= 1 else f"{x:.{digits}f}"
+    return html.escape(str(x))
+
+
+def _pm(d: dict | None, key: str = "value", err: str = "error") -> str:
+    if not d:
+        return "–"
+    if d.get(err) is None:
+        return _fmt(d.get(key))
+    return f"{_fmt(d.get(key))} ± {_fmt(d.get(err), 2)}"
+
+
+def _mean(v: Any) -> float | None:
+    if v is None:
+        return None
+    if isinstance(v, (list, tuple)):
+        vals = [x for x in v if x is not None]
+        return sum(vals) / len(vals) if vals else None
+    return float(v)
+
+
+def _img(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(path.name)}">'
+
+
+def _summary_rows(block: dict, floor: dict | None) -> list[tuple[str, str, str]]:
+    """(metric, value, floor) rows of one generated sample."""
+    floor = floor or {}
+    rows = []
+    for key, label in (("cls_low", "classifier AUC, low-level"), ("cls_high", "classifier AUC, high-level")):
+        if key in block:
+            rows.append((label, _fmt(block[key].get("auc")), _fmt((floor.get(key) or {}).get("auc"))))
+            rows.append((label.replace("AUC", "JSD"), _fmt(block[key].get("jsd")), _fmt((floor.get(key) or {}).get("jsd"))))
+    for key, label in (("fpd", "FPD x1e3"), ("kpd", "KPD x1e3")):
+        if key in block:
+            rows.append((label, _pm(block[key]), _pm(floor.get(key))))
+    sep, fsep = block.get("separation_power", {}), floor.get("separation_power", {})
+    for key, label in (
+        ("etot_einc", "sep. power E_tot/E_inc"), ("e_layer", "sep. power E_layer (mean)"),
+        ("ec_eta", "sep. power EC eta (mean)"), ("ec_phi", "sep. power EC phi (mean)"),
+        ("ec_r", "sep. power EC r (mean)"), ("width_eta", "sep. power width eta (mean)"),
+        ("width_phi", "sep. power width phi (mean)"), ("width_r", "sep. power width r (mean)"),
+        ("sparsity", "sep. power sparsity (mean)"), ("voxel_energy", "sep. power voxel energy"),
+    ):
+        if key in sep:
+            rows.append((label, _fmt(_mean(sep[key])), _fmt(_mean(fsep.get(key)))))
+    return rows
+
+
+def _published_table(dataset: str, ours: Sequence[tuple[str, dict]]) -> str:
+    pubs = published_results(dataset)
+    if not pubs:
+        return "<p class='note'>No published CaloChallenge results for this geometry.</p>"
+    head = (
+        "<tr><th class='l'>model</th><th>AUC low</th><th>AUC high</th><th>FPD x1e3</th>"
+        "<th>KPD x1e3</th><th>sep. E_layer</th><th>sep. E_tot</th><th>ms/shower CPU (batch 100)</th>"
+        "<th>parameters</th></tr>"
+    )
+    body = []
+    for name, block in ours:
+        sep = block.get("separation_power", {})
+        body.append(
+            f"<tr class='ours'><td class='l'>{html.escape(name)} (this evaluation)</td>"
+            f"<td>{_fmt((block.get('cls_low') or {}).get('auc'))}</td>"
+            f"<td>{_fmt((block.get('cls_high') or {}).get('auc'))}</td>"
+            f"<td>{_pm(block.get('fpd'))}</td><td>{_pm(block.get('kpd'))}</td>"
+            f"<td>{_fmt(_mean(sep.get('e_layer')))}</td><td>{_fmt(_mean(sep.get('etot_einc')))}</td>"
+            f"<td>{_fmt(block.get('ms_per_shower_cpu'))}</td><td>{_fmt(block.get('parameters'))}</td></tr>"
+        )
+    for p in pubs:
+        cls = " class='floor'" if p.model.upper() == "GEANT4" else ""
+        body.append(
+            f"<tr{cls}><td class='l'>{html.escape(p.model)}</td><td>{_fmt(p.auc_low)}</td>"
+            f"<td>{_fmt(p.auc_high)}</td><td>{_fmt(p.fpd)}</td><td>{_fmt(p.kpd)}</td>"
+            f"<td>{_fmt(p.sep_mean.get('E_layer'))}</td><td>{_fmt(p.sep_mean.get('E_total'))}</td>"
+            f"<td>{_fmt(p.ms_cpu_100)}</td><td>{_fmt(p.parameters)}</td></tr>"
+        )
+    return (
+        f"<table>{head}{''.join(body)}</table><p class='note'>Published rows: CaloChallenge 2022 "
+        "(arXiv:2410.21611), official Geant4 files; the GEANT4 row is their Geant4-vs-Geant4 floor. "
+        "Figures on other reference files are comparable only in trend.</p>"
+    )
+
+
+def _energy_table(block: dict) -> str:
+    bins = block.get("energy_bins")
+    if not bins:
+        return ""
+    keys = [k for k in ("n_reference", "n_generated", "etot_einc_mean_ratio", "sep_etot_einc", "sep_e_layer",
+                        "fpd", "kpd", "cls_low_auc", "cls_high_auc") if any(k in b for b in bins)]
+    head = "<tr><th class='l'>E_inc bin (GeV)</th>" + "".join(f"<th>{html.escape(k)}</th>" for k in keys) + "</tr>"
+    rows = []
+    for b in bins:
+        cells = []
+        for k in keys:
+            v = b.get(k)
+            cells.append(f"<td>{_pm(v) if isinstance(v, dict) else _fmt(v)}</td>")
+        rows.append(f"<tr><td class='l'>{b['e_min_gev']:g} – {b['e_max_gev']:g}</td>{''.join(cells)}</tr>")
+    return f"<table>{head}{''.join(rows)}</table>"
+
+
+def write_report(
+    results: dict, plots: dict[str, Sequence[Path]], out_path: str | Path, title: str = "caloforge evaluation"
+) -> Path:
+    """Write ``report.html`` from a ``metrics.json`` dict and plot files grouped by section.
+
+    ``plots`` maps a section title to PNG paths (their stems become captions).
+    """
+    out_path = Path(out_path)
+    blocks = results.get("generated", [])
+    floor = results.get("floor")
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+             f"<style>{_CSS}</style></head><body>"]
+    parts.append(f"<h1>{html.escape(title)}</h1>")
+    ref = results.get("reference", {})
+    parts.append(
+        f"<p class='sub'>dataset <b>{html.escape(str(results.get('dataset')))}</b> · reference "
+        f"{html.escape(', '.join(ref.get('files', [])))} ({results.get('n_reference')} showers) · "
+        f"caloforge {html.escape(str(results.get('caloforge_version', '')))} · {html.escape(str(results.get('created', '')))}</p>"
+    )
+    for note in results.get("notes", []):
+        parts.append(f"<p class='note'>⚠ {html.escape(note)}</p>")
+
+    parts.append("<h2>Summary</h2>")
+    head = "<tr><th class='l'>metric</th>" + "".join(
+        f"<th>{html.escape(b.get('name', 'generated'))}</th>" for b in blocks
+    ) + ("<th>Geant4 vs Geant4 floor</th>" if floor else "") + "</tr>"
+    per_block = [_summary_rows(b, floor) for b in blocks]
+    rows = []
+    if per_block:
+        for i, (label, _, fl) in enumerate(per_block[0]):
+            cells = "".join(f"<td>{rb[i][1] if i < len(rb) else '–'}</td>" for rb in per_block)
+            rows.append(f"<tr><td class='l'>{html.escape(label)}</td>{cells}" + (f"<td>{fl}</td>" if floor else "") + "</tr>")
+    parts.append(f"<table>{head}{''.join(rows)}</table>")
+    parts.append(
+        "<p class='note'>AUC 0.5 and separation power, FPD, KPD 0 mean indistinguishable from the reference. "
+        "The floor column compares two halves of the reference sample: differences below it are noise.</p>"
+    )
+
+    parts.append("<h2>Side by side with the CaloChallenge</h2>")
+    parts.append(_published_table(str(results.get("dataset")), [(b.get("name", "generated"), b) for b in blocks]))
+
+    if any(b.get("energy_bins") for b in blocks):
+        parts.append("<h2>Per incident-energy bin</h2>")
+        for b in blocks:
+            parts.append(f"<h3>{html.escape(b.get('name', 'generated'))}</h3>{_energy_table(b)}")
+        if floor and floor.get("energy_bins"):
+            parts.append(f"<h3>Geant4 vs Geant4 floor</h3>{_energy_table(floor)}")
+
+    for section, files in plots.items():
+        files = [Path(f) for f in files if Path(f).is_file()]
+        if not files:
+            continue
+        parts.append(f"<h2>{html.escape(section)}</h2><div class='grid'>")
+        for f in files:
+            parts.append(f"<figure>{_img(f)}<figcaption>{html.escape(f.stem.replace('_', ' '))}</figcaption></figure>")
+        parts.append("</div>")
+    parts.append("</body></html>")
+
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write_text(out_path, "\n".join(parts))

@@ -1,0 +1,641 @@
+"""The training loop behind ``caloforge train`` and :meth:`ShowerModel.fit`.
+
+One loop serves every registered model: it only calls ``model.fit_preprocessing(e_inc, showers)``
+once on the training data and ``model.loss(e_inc, showers)`` per batch (raw MeV showers, float32).
+On top it provides AdamW with linear warm-up and cosine decay, gradient clipping, an exponential
+moving average of the weights (what gets saved), validation loss, a progress bar, periodic atomic
+checkpoints without pickles, exact resumption, mixed precision on CUDA and data parallelism under
+``torchrun``. See :func:`train`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import random
+import signal
+import threading
+import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.console import Console
+from torch import Tensor, nn
+
+from caloforge import __version__
+from caloforge.errors import CaloForgeError, InputError
+from caloforge.training import distributed as D
+from caloforge.training.checkpoint import (
+    flatten_optimizer,
+    has_checkpoint,
+    jsonable,
+    load_checkpoint,
+    save_checkpoint,
+    unflatten_optimizer,
+)
+from caloforge.training.data import BatchPlan, as_arrays, data_paths
+from caloforge.training.ema import EMA
+
+RUN_CONFIG = "config.json"
+CHECKPOINT_DIR = "checkpoint"
+MODEL_DIR = "model"
+TRAIN_LOG = "train_log.jsonl"
+
+_console = Console(stderr=True)
+
+#: Keep the training data on the GPU when it is smaller than this.
+_GPU_DATA_LIMIT = 4 * 2**30
+
+
+class TrainingError(CaloForgeError):
+    """Training cannot go on (e.g. the loss became NaN)."""
+
+
+@dataclass
+class TrainResult:
+    step: int  # global steps done
+    steps: int  # steps asked for
+    completed: bool  # reached ``steps``
+    train_loss: float | None  # mean loss over the last logging interval
+    val_loss: float | None  # last validation loss (EMA weights)
+    elapsed_s: float  # wall time of this call
+    steps_per_s: float  # training steps per second in this call
+    run_dir: Path | None = None
+    model_dir: Path | None = None
+    resumed_from: int | None = None
+    stop_reason: str = "completed"  # completed | max_time | stop_at | interrupted
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+class _LossModule(nn.Module):
+    """Routes ``forward`` to ``model.loss`` so that DistributedDataParallel's hooks see the call."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, e_inc: Tensor, showers: Tensor) -> Tensor:
+        return self.model.loss(e_inc, showers)
+
+
+def lr_factor(step: int, steps: int, warmup: int, min_lr_ratio: float) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine decay to ``min_lr_ratio`` at ``steps``."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, steps - warmup))
+    return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def _amp_dtype(amp: bool | str | None) -> torch.dtype | None:
+    if amp in (None, False, "", "none", "off", "no"):
+        return None
+    if amp is True or str(amp).lower() in ("bf16", "bfloat16", "on", "yes", "true"):
+        return torch.bfloat16
+    if str(amp).lower() in ("fp16", "float16", "half"):
+        return torch.float16
+    raise InputError(f"unknown --amp mode {amp!r} (use bf16 or fp16)")
+
+
+@contextmanager
+def _graceful_stop(flag: list[bool]):
+    """First SIGINT/SIGTERM asks the loop to stop at the next step (checkpointed); a second
+    SIGINT interrupts at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {}
+
+    def handler(signum, frame):
+        if flag[0] and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        flag[0] = True
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, h in previous.items():
+            signal.signal(sig, h)
+
+
+def _python_rng_state() -> dict[str, Any]:
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": [version, list(internal), gauss],
+        "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+    }
+
+
+def _set_python_rng_state(state: dict[str, Any]) -> None:
+    v, internal, gauss = state["python"]
+    random.setstate((v, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+
+
+def _seed_all(seed: int, rank: int, step: int = 0) -> None:
+    s = int(np.random.SeedSequence([int(seed), int(rank), int(step)]).generate_state(1)[0])
+    torch.manual_seed(s)
+    random.seed(s)
+    np.random.seed(s)
+
+
+def train(
+    model,
+    train_data,
+    val_data=None,
+    *,
+    steps: int = 1000,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    warmup: int | None = None,
+    min_lr_ratio: float = 0.01,
+    ema_decay: float | None = 0.999,
+    max_time: float | None = None,
+    checkpoint_every: float = 300.0,
+    run_dir: str | Path | None = None,
+    resume: bool = False,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    amp: bool | str | None = False,
+    grad_clip: float | None = 1.0,
+    val_every: int | None = None,
+    log_every: int | None = None,
+    progress: bool = True,
+    metadata: dict[str, Any] | None = None,
+    stop_at: int | None = None,
+) -> TrainResult:
+    """Train ``model`` (a :class:`~caloforge.models.ShowerModel`) on showers; return a summary.
+
+    ``train_data``/``val_data``: a :class:`~caloforge.data.ShowerFile`, file path(s), or a pair
+    ``(incident_energies, showers)`` of arrays; showers are raw MeV.
+
+    Optimisation: ``steps`` AdamW steps on batches of ``batch_size`` showers (the global batch:
+    under ``torchrun`` each of K processes takes ``batch_size / K`` of it), learning rate ``lr``
+    with linear warm-up over ``warmup`` steps (default: 5% of ``steps``, at most 1000) and cosine
+    decay to ``lr * min_lr_ratio``; gradient norm clipped at ``grad_clip``; ``ema_decay``: decay
+    of the exponential moving average of the weights (None: no averaging). At the end the model
+    holds the averaged weights, which are also the ones saved.
+
+    Run folder (when ``run_dir`` is given): ``config.json`` (model, options, data), ``checkpoint/``
+    (latest checkpoint, every ``checkpoint_every`` seconds and at the end), ``model/`` (final
+    model, :func:`~caloforge.models.save_model`) and ``train_log.jsonl``. With ``resume`` the
+    run continues from its checkpoint exactly as if it had never stopped (same batches, same
+    random numbers), so a crash costs at most one checkpoint interval.
+
+    ``max_time`` (seconds) ends this call early, checkpointed and saved, as does ``stop_at`` (a
+    global step) and a first Ctrl-C / SIGTERM. ``seed`` fixes the batch order and the random
+    numbers of the loss; ``device`` is ``auto`` (CUDA when present), ``cpu`` or ``cuda``; ``amp``
+    (``bf16``/``fp16``/True) enables autocast on CUDA (ignored on the CPU).
+    """
+    info, dev = D.setup(device)
+    try:
+        return _train(
+            model, train_data, val_data, info, dev,
+            steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup=warmup,
+            min_lr_ratio=min_lr_ratio, ema_decay=ema_decay, max_time=max_time,
+            checkpoint_every=checkpoint_every, run_dir=run_dir, resume=resume, seed=seed,
+            device=str(device), amp=amp, grad_clip=grad_clip, val_every=val_every, log_every=log_every,
+            progress=progress, metadata=metadata, stop_at=stop_at,
+        )
+    finally:
+        D.cleanup(info)
+
+
+def _check_options(o: dict[str, Any]) -> None:
+    def bad(msg: str) -> None:
+        raise InputError(msg)
+
+    if not (isinstance(o["steps"], int) and o["steps"] >= 1):
+        bad(f"steps must be a positive integer, got {o['steps']!r}")
+    if not (isinstance(o["batch_size"], int) and o["batch_size"] >= 1):
+        bad(f"batch size must be a positive integer, got {o['batch_size']!r}")
+    if not o["lr"] > 0:
+        bad(f"learning rate must be positive, got {o['lr']!r}")
+    if o["weight_decay"] < 0:
+        bad("weight decay must not be negative")
+    if o["ema_decay"] is not None and not 0.0 <= o["ema_decay"] < 1.0:
+        bad(f"EMA decay must lie in [0, 1), got {o['ema_decay']!r}")
+    if o["max_time"] is not None and o["max_time"] <= 0:
+        bad("max time must be positive")
+    if not o["checkpoint_every"] > 0:
+        bad("checkpoint interval must be positive")
+    if o["grad_clip"] is not None and o["grad_clip"] <= 0:
+        bad("gradient clipping norm must be positive")
+    if not 0.0 <= o["min_lr_ratio"] <= 1.0:
+        bad("min_lr_ratio must lie in [0, 1]")
+
+
+def _train(model, train_data, val_data, info: D.DistInfo, dev: torch.device, **o: Any) -> TrainResult:
+    _check_options(o)
+    steps, batch_size, seed = o["steps"], o["batch_size"], int(o["seed"])
+    amp_dtype = _amp_dtype(o["amp"])
+    main = info.is_main
+    say = _console.print if main else (lambda *a, **k: None)
+    if amp_dtype is not None and dev.type != "cuda":
+        say("[yellow]note:[/] mixed precision is used on CUDA only; training in float32 on the CPU")
+        amp_dtype = None
+    warmup = o["warmup"] if o["warmup"] is not None else min(1000, steps // 20)
+    log_every = o["log_every"] or max(1, min(100, steps // 50))
+    val_every = o["val_every"] or max(1, min(1000, steps // 10))
+
+    # ------------------------------------------------------------- run folder
+    run_dir = Path(o["run_dir"]) if o["run_dir"] is not None else None
+    ckpt_dir = run_dir / CHECKPOINT_DIR if run_dir is not None else None
+    if o["resume"]:
+        if ckpt_dir is None:
+            raise InputError("resuming needs the run folder (-o RUN_DIR) of the interrupted run")
+        if not has_checkpoint(ckpt_dir):
+            raise InputError("holds no checkpoint to resume from", run_dir)
+    elif run_dir is not None and run_dir.exists():
+        if not run_dir.is_dir():
+            raise InputError("exists and is not a folder", run_dir)
+        # A folder with only config.json/train_log.jsonl is a run that failed before its first
+        # checkpoint: starting afresh over it loses nothing.
+        if has_checkpoint(ckpt_dir) or (run_dir / MODEL_DIR).exists():
+            raise InputError("already holds a training run; pass --resume to continue it or choose another folder", run_dir)
+    D.barrier(info)  # every rank has looked before rank 0 writes anything
+
+    # ------------------------------------------------------------------- data
+    e_np, s_np = as_arrays(train_data, "training data")
+    val = as_arrays(val_data, "validation data") if val_data is not None else None
+    n_vox = model.geometry.n_voxels
+    for what, arr in (("training", s_np), ("validation", None if val is None else val[1])):
+        if arr is not None and arr.shape[1] != n_vox:
+            raise InputError(
+                f"{what} showers have {arr.shape[1]} voxels but model geometry {model.geometry.name} has {n_vox}"
+            )
+    data_dev = dev if dev.type == "cuda" and s_np.nbytes < _GPU_DATA_LIMIT else torch.device("cpu")
+    e_all = torch.from_numpy(e_np).to(data_dev)
+    s_all = torch.from_numpy(s_np).to(data_dev)
+    plan = BatchPlan(len(e_np), batch_size, seed, info.rank, info.world_size)
+    if plan.batch_size < batch_size:
+        say(f"[yellow]note:[/] batch size {batch_size} exceeds the {len(e_np)} training showers; using {plan.batch_size}")
+
+    # ------------------------------------------------------------ model & co.
+    model.to(dev)
+    resume_state = None
+    if o["resume"]:
+        tensors, resume_state = load_checkpoint(ckpt_dir)
+        if resume_state.get("model") != model.name or resume_state.get("model_config") != jsonable(model.config):
+            raise InputError(
+                f"checkpoint is of model {resume_state.get('model')!r} with config "
+                f"{resume_state.get('model_config')}, not {model.name!r} with {model.config}", ckpt_dir,
+            )
+        _load_model_tensors(model, tensors, ckpt_dir)
+    else:
+        _seed_all(seed, 0)
+        # Every rank computes the statistics on the same full training set: identical buffers.
+        model.fit_preprocessing(e_all, s_all)
+    model.train()
+    ema = EMA(model, o["ema_decay"]) if o["ema_decay"] is not None else None
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise TrainingError(f"model {model.name!r} has no trainable parameters")
+    optimizer = torch.optim.AdamW(params, lr=o["lr"], weight_decay=o["weight_decay"])
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, steps, warmup, o["min_lr_ratio"])
+    )
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    wrapper: nn.Module = _LossModule(model)
+    if info.enabled:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        # The constructor broadcasts rank 0's parameters and buffers to every rank; buffers
+        # (preprocessing statistics) do not change afterwards, so forwards need not sync them.
+        import inspect
+
+        no_buffer_sync = (
+            {"forward_sync_buffers": False}
+            if "forward_sync_buffers" in inspect.signature(DDP.__init__).parameters
+            else {"broadcast_buffers": False}
+        )
+        wrapper = DDP(wrapper, device_ids=[dev.index] if dev.type == "cuda" else None, **no_buffer_sync)
+
+    start = 0
+    elapsed_before = 0.0
+    if resume_state is not None:
+        start = int(resume_state["step"])
+        elapsed_before = float(resume_state.get("elapsed_s", 0.0))
+        if ema is not None:
+            if resume_state.get("ema") is None:
+                raise InputError("checkpoint holds no EMA weights but EMA is enabled", ckpt_dir)
+            ema.load({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}, resume_state["ema"]["num_updates"])
+        optimizer.load_state_dict(unflatten_optimizer(tensors, resume_state["optimizer"]))
+        sched_state = dict(resume_state["scheduler"])
+        scheduler.load_state_dict(sched_state)
+        if scaler is not None and resume_state.get("scaler"):
+            scaler.load_state_dict(resume_state["scaler"])
+        _restore_rng(tensors, resume_state, info, dev, seed)
+        old = resume_state.get("training", {})
+        for key in ("seed", "batch_size"):
+            if key in old and old[key] != o[key]:
+                say(f"[yellow]warning:[/] {key} differs from the interrupted run ({old[key]} -> {o[key]}); "
+                    "the resumed run is not the same as an uninterrupted one")
+        if start >= steps:
+            say(f"[yellow]note:[/] the checkpoint is at step {start}, not before the {steps} steps asked for")
+    else:
+        _seed_all(seed, info.rank)
+
+    options = {k: o[k] for k in (
+        "steps", "batch_size", "lr", "weight_decay", "min_lr_ratio", "ema_decay", "max_time",
+        "checkpoint_every", "seed", "device", "amp", "grad_clip",
+    )}
+    options.update(warmup=warmup, val_every=val_every, log_every=log_every, world_size=info.world_size)
+    if main and run_dir is not None:
+        _write_run_config(run_dir, model, options, train_data, val_data, o["metadata"], resumed_at=start if o["resume"] else None)
+        _truncate_log(run_dir / TRAIN_LOG, start)
+
+    # ------------------------------------------------------------------- loop
+    history: list[dict[str, Any]] = []
+    log_file = open(run_dir / TRAIN_LOG, "a") if main and run_dir is not None else None
+    stop_flag = [False]
+    last_loss: float | None = resume_state.get("last_loss") if resume_state else None
+    last_val: float | None = resume_state.get("last_val_loss") if resume_state else None
+    acc = torch.zeros((), dtype=torch.float64, device=dev)
+    n_acc = 0
+    t0 = time.monotonic()
+    last_ckpt = t0
+    step = start
+    stop_reason = "completed"
+    val_done_at = -1
+    autocast = (lambda: torch.autocast("cuda", dtype=amp_dtype)) if amp_dtype is not None else nullcontext
+
+    def checkpoint_now() -> None:
+        _save_checkpoint(
+            ckpt_dir, model, ema, optimizer, scheduler, scaler, step, steps, info, dev,
+            elapsed_before + time.monotonic() - t0, options, last_loss, last_val,
+        )
+
+    bar = _progress(main and o["progress"])
+    try:
+        with bar, _graceful_stop(stop_flag):
+            task = bar.add_task(f"training {model.name}", total=steps, completed=start, info="")
+            while step < steps:
+                idx = torch.from_numpy(plan.indices(step)).to(data_dev)
+                e_b = e_all.index_select(0, idx).to(dev, non_blocking=True)
+                s_b = s_all.index_select(0, idx).to(dev, non_blocking=True)
+                with autocast():
+                    loss = wrapper(e_b, s_b)
+                optimizer.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(optimizer)
+                else:
+                    loss.backward()
+                if o["grad_clip"] is not None:
+                    torch.nn.utils.clip_grad_norm_(params, o["grad_clip"])
+                if scaler is not None:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
+                scheduler.step()
+                if ema is not None:
+                    ema.update(model)
+                acc += loss.detach().to(torch.float64)
+                n_acc += 1
+                step += 1
+
+                now = time.monotonic()
+                flags = [
+                    ckpt_dir is not None and now - last_ckpt >= o["checkpoint_every"],
+                    o["max_time"] is not None and now - t0 >= o["max_time"],
+                    stop_flag[0],
+                ]
+                ckpt_due, time_up, interrupted = D.broadcast_flags(info, flags, dev)
+                if o["stop_at"] is not None and step >= o["stop_at"] and step < steps:
+                    stop_reason = "stop_at"
+                elif time_up and step < steps:
+                    stop_reason = "max_time"
+                elif interrupted and step < steps:
+                    stop_reason = "interrupted"
+                ending = step >= steps or stop_reason != "completed"
+                if step % log_every == 0 or ending or ckpt_due:
+                    total, count = D.all_reduce_sum(info, [acc.item(), float(n_acc)], dev)
+                    last_loss = total / max(count, 1.0)
+                    acc.zero_()
+                    n_acc = 0
+                    if not math.isfinite(last_loss):
+                        raise TrainingError(
+                            f"the training loss became {last_loss} by step {step}; "
+                            "try a smaller --lr or --amp off (the last checkpoint is kept)"
+                        )
+                    record: dict[str, Any] = {"step": step, "loss": last_loss, "lr": scheduler.get_last_lr()[0]}
+                    if val is not None and (step % val_every == 0 or ending):
+                        last_val = _validate(model, ema, val, batch_size, dev, data_dev, amp_dtype, info, seed)
+                        record["val_loss"] = last_val
+                        val_done_at = step
+                    elapsed = now - t0
+                    record["time"] = round(elapsed_before + elapsed, 3)
+                    record["steps_per_s"] = (step - start) / elapsed if elapsed > 0 else None
+                    history.append(record)
+                    if log_file is not None:
+                        log_file.write(json.dumps(record) + "\n")
+                        log_file.flush()
+                    text = f"loss {last_loss:.4g}"
+                    if last_val is not None:
+                        text += f"  val {last_val:.4g}"
+                    if record["steps_per_s"]:
+                        text += f"  {record['steps_per_s']:.1f} steps/s"
+                    bar.update(task, completed=step, info=text)
+                else:
+                    bar.update(task, completed=step)
+                if ending:
+                    break
+                if ckpt_due:
+                    checkpoint_now()
+                    last_ckpt = time.monotonic()
+            if ckpt_dir is not None:
+                checkpoint_now()
+    finally:
+        if log_file is not None:
+            log_file.close()
+
+    if val is not None and val_done_at != step and step > start:
+        last_val = _validate(model, ema, val, batch_size, dev, data_dev, amp_dtype, info, seed)
+    if ema is not None:
+        ema.copy_to(model)
+    model.eval()
+    model_dir = None
+    if run_dir is not None:
+        model_dir = run_dir / MODEL_DIR
+        if main:
+            from caloforge.models.serialization import save_model
+
+            save_model(model, model_dir, extra={"training": {
+                "run_dir": str(run_dir.resolve()), "step": step, "steps": steps, "train_loss": last_loss,
+                "val_loss": last_val, "seed": seed, "ema_decay": o["ema_decay"], "data": data_paths(train_data),
+            }})
+        D.barrier(info)
+    elapsed = time.monotonic() - t0
+    return TrainResult(
+        step=step, steps=steps, completed=step >= steps, train_loss=last_loss, val_loss=last_val,
+        elapsed_s=elapsed, steps_per_s=(step - start) / elapsed if elapsed > 0 else 0.0,
+        run_dir=run_dir, model_dir=model_dir, resumed_from=start if o["resume"] else None,
+        stop_reason=stop_reason, history=history,
+    )
+
+
+# ---------------------------------------------------------------------- helpers
+def _progress(enabled: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=_console,
+        disable=not enabled,
+    )
+
+
+@torch.no_grad()
+def _validate(model, ema, val, batch_size, dev, data_dev, amp_dtype, info: D.DistInfo, seed: int) -> float:
+    """Mean loss on the validation set with the EMA weights; the same random numbers each time
+    (the training random stream is left untouched)."""
+    e_np, s_np = val
+    rows = np.arange(info.rank, len(e_np), info.world_size)
+    devices = [dev] if dev.type == "cuda" else []
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    count = 0.0
+    ctx = ema.swapped_in(model) if ema is not None else nullcontext()
+    with torch.random.fork_rng(devices=devices), ctx:
+        torch.manual_seed(seed + 1_000_003)
+        for a in range(0, len(rows), batch_size):
+            r = torch.from_numpy(rows[a : a + batch_size])
+            e_b = torch.from_numpy(e_np)[r].to(dev)
+            s_b = torch.from_numpy(s_np)[r].to(dev)
+            with torch.autocast("cuda", dtype=amp_dtype) if amp_dtype is not None else nullcontext():
+                loss = model.loss(e_b, s_b)
+            total += float(loss) * len(r)
+            count += len(r)
+    if was_training:
+        model.train()
+    total, count = D.all_reduce_sum(info, [total, count], dev)
+    return total / max(count, 1.0)
+
+
+def _load_model_tensors(model, tensors: dict[str, Tensor], where: Path) -> None:
+    state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise InputError(f"checkpoint does not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})", where)
+
+
+def _save_checkpoint(ckpt_dir, model, ema, optimizer, scheduler, scaler, step, steps, info, dev, elapsed,
+                     options, last_loss, last_val) -> None:
+    # RNG states of every rank travel to rank 0 (a collective: all ranks take part).
+    torch_states = D.gather_tensor(info, torch.get_rng_state(), dev)
+    cuda_states = D.gather_tensor(info, torch.cuda.get_rng_state(dev), dev) if dev.type == "cuda" else None
+    if not info.is_main:
+        return
+    tensors: dict[str, Tensor] = {f"model.{k}": v for k, v in model.state_dict().items()}
+    if ema is not None:
+        tensors.update({f"ema.{k}": v for k, v in ema.tensors().items()})
+    opt_tensors, opt_meta = flatten_optimizer(optimizer.state_dict())
+    tensors.update(opt_tensors)
+    for r, t in enumerate(torch_states):
+        tensors[f"rng.torch.rank{r}"] = t
+    for r, t in enumerate(cuda_states or []):
+        tensors[f"rng.cuda.rank{r}"] = t
+    state = {
+        "step": step,
+        "steps": steps,
+        "model": model.name,
+        "model_config": jsonable(model.config),
+        "elapsed_s": elapsed,
+        "world_size": info.world_size,
+        "training": jsonable(options),
+        "optimizer": opt_meta,
+        "scheduler": jsonable(scheduler.state_dict()),
+        "scaler": jsonable(scaler.state_dict()) if scaler is not None else None,
+        "ema": {"decay": ema.decay, "num_updates": ema.num_updates} if ema is not None else None,
+        "rng": _python_rng_state(),
+        "last_loss": last_loss,
+        "last_val_loss": last_val,
+        "caloforge_version": __version__,
+        "saved": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    save_checkpoint(ckpt_dir, tensors, state)
+
+
+def _restore_rng(tensors, state, info: D.DistInfo, dev, seed: int) -> None:
+    key = f"rng.torch.rank{info.rank}"
+    if state.get("world_size") == info.world_size and key in tensors:
+        torch.set_rng_state(tensors[key].cpu())
+        ckey = f"rng.cuda.rank{info.rank}"
+        if dev.type == "cuda" and ckey in tensors:
+            torch.cuda.set_rng_state(tensors[ckey].cpu(), dev)
+        if info.is_main:
+            _set_python_rng_state(state["rng"])
+        else:
+            _seed_all(seed, info.rank, int(state["step"]) + 1)
+    else:  # a different number of processes: fresh, but reproducible, streams
+        s = int(np.random.SeedSequence([seed, info.rank, int(state["step"])]).generate_state(1)[0])
+        torch.manual_seed(s)
+        random.seed(s)
+        np.random.seed(s)
+
+
+def _write_run_config(run_dir: Path, model, options, train_data, val_data, metadata, resumed_at) -> None:
+    from caloforge.models.serialization import geometry_to_json
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / RUN_CONFIG
+    if resumed_at is not None and path.is_file():
+        try:
+            cfg = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            cfg = {}
+        cfg.setdefault("resumes", []).append({
+            "step": resumed_at, "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "training": jsonable(options),
+        })
+    else:
+        cfg = {
+            "format": "caloforge-run",
+            "model": model.name,
+            "model_config": jsonable(model.config),
+            "geometry": geometry_to_json(model.geometry),
+            "training": jsonable(options),
+            "data": {"train": data_paths(train_data), "val": data_paths(val_data) if val_data is not None else None},
+            "caloforge_version": __version__,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        if metadata:
+            cfg.update(jsonable(metadata))
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    tmp.write_text(json.dumps(cfg, indent=2))
+    os.replace(tmp, path)
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log lines past ``step`` (written after the checkpoint a resumed run restarts from)."""
+    if not path.is_file():
+        return
+    keep = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line).get("step", 0) <= step:
+                keep.append(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by a kill
+    tmp = path.with_name(f".{path.name}.part")
+    tmp.write_text("".join(l + "\n" for l in keep))
+    os.replace(tmp, path)

@@ -1,0 +1,97 @@
+"""End-to-end tests of `caloforge evaluate` (the pipeline, metrics.json and the report)."""
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from caloforge.cli.main import app
+from caloforge.data import write_showers
+from caloforge.geometry import get_geometry
+
+runner = CliRunner()
+
+
+def toy_showers(n: int, seed: int, scale: float = 1.0, geometry: str = "ds1-photons", radius: float = 40.0):
+    """Toy showers: a smooth mean profile times gamma fluctuations, some voxels empty."""
+    g = get_geometry(geometry)
+    rng = np.random.default_rng(seed)
+    e = np.exp(rng.uniform(np.log(1e3), np.log(1e5), n))
+    profile = np.exp(-g.voxel_r / radius) * (1 + g.voxel_layer) ** -0.5
+    profile /= profile.sum()
+    s = e[:, None] * profile[None] * rng.gamma(2.0, 0.5, (n, g.n_voxels))
+    s[rng.random((n, g.n_voxels)) < 0.3] = 0.0
+    return e.astype(np.float32), (scale * s).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("eval")
+    write_showers(d / "ref.h5", *toy_showers(1500, 1))
+    write_showers(d / "same.h5", *toy_showers(1500, 2))
+    write_showers(d / "scaled.h5", *toy_showers(1500, 3, scale=1.3, radius=25.0))  # mis-scaled, narrower
+    return d
+
+
+def test_evaluate_detects_mis_scaled_sample(files, tmp_path):
+    out = tmp_path / "out"
+    r = runner.invoke(app, [
+        "evaluate", str(files / "ref.h5"), str(files / "same.h5"), str(files / "scaled.h5"), "-o", str(out),
+        "--metrics", "hist,fpd,kpd,cls-high,cls-low", "--floor", "--cls-epochs", "25", "--cls-width", "64", "--cls-depth", "2",
+        "--cls-batch-size", "100", "--no-plots",
+    ])
+    assert r.exit_code == 0, r.output
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["dataset"] == "ds1-photons" and m["n_reference"] == 1500
+    same, scaled = m["generated"]
+    assert same["name"] == "same" and scaled["n_generated"] == 1500
+    for block in (same, scaled, m["floor"]):
+        sp = block["separation_power"]
+        assert len(sp["e_layer"]) == 5 and len(sp["ec_eta"]) == 2
+        for key in ("fpd", "kpd", "cls_low", "cls_high"):
+            assert key in block
+    # every metric family sees the scale error; the resample stays near the floor
+    assert scaled["separation_power"]["etot_einc"] > 10 * max(same["separation_power"]["etot_einc"], 1e-3)
+    assert scaled["separation_power"]["voxel_energy"] > same["separation_power"]["voxel_energy"]
+    assert scaled["fpd"]["value"] > same["fpd"]["value"] + 3 * scaled["fpd"]["error"]
+    assert scaled["kpd"]["value"] > same["kpd"]["value"]
+    assert scaled["cls_high"]["auc"] > 0.9
+    assert same["cls_high"]["auc"] < 0.62 and m["floor"]["cls_high"]["auc"] < 0.62
+    # per-energy-bin view: decades 1-10 and 10-100 GeV
+    assert [b["e_min_gev"] for b in scaled["energy_bins"]] == pytest.approx([1.0, 10.0], rel=1e-3)
+    assert all(b["etot_einc_mean_ratio"] > 1.2 for b in scaled["energy_bins"])
+    assert all(abs(b["etot_einc_mean_ratio"] - 1) < 0.02 for b in same["energy_bins"])
+    report = (out / "report.html").read_text()
+    assert "Geant4 vs Geant4 floor" in report and "scaled" in report
+
+
+def test_single_sample_schema_and_plots(files, tmp_path):
+    out = tmp_path / "out"
+    r = runner.invoke(app, ["evaluate", str(files / "ref.h5"), str(files / "scaled.h5"), "-o", str(out),
+                            "--metrics", "hist"])
+    assert r.exit_code == 0, r.output
+    m = json.loads((out / "metrics.json").read_text())
+    # the documented single-sample layout: block keys at the top level
+    assert m["n_generated"] == 1500 and "separation_power" in m and "fpd" not in m
+    assert set(m["separation_power"]) == {
+        "etot_einc", "e_layer", "ec_eta", "ec_phi", "ec_r", "width_eta", "width_phi", "width_r", "sparsity",
+        "voxel_energy"}
+    pngs = list((out / "plots").glob("*.png"))
+    assert len(pngs) >= 10 and all(p.stat().st_size > 1000 for p in pngs)
+    assert (out / "report.html").read_text().count("data:image/png;base64") == len(pngs)
+
+
+def test_evaluate_bad_inputs(files, tmp_path):
+    out = tmp_path / "out"
+    r = runner.invoke(app, ["evaluate", str(files / "ref.h5"), str(tmp_path / "absent.h5"), "-o", str(out)])
+    assert r.exit_code == 2 and "absent.h5" in r.output and "Traceback" not in r.output
+    assert not (out / "metrics.json").exists()
+    other = tmp_path / "other.h5"
+    write_showers(other, *toy_showers(20, 0, geometry="ds1-pions"))
+    r = runner.invoke(app, ["evaluate", str(files / "ref.h5"), str(other), "-o", str(out)])
+    assert r.exit_code == 2 and "other.h5" in r.output
+    r = runner.invoke(app, ["evaluate", str(files / "ref.h5"), str(files / "same.h5"), "-o", str(out),
+                            "--metrics", "hist,magic"])
+    assert r.exit_code == 2 and "magic" in r.output
+    assert not (out / "metrics.json").exists()
