@@ -12,9 +12,12 @@ no file behind.
 from __future__ import annotations
 
 import datetime as _dt
+import queue
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import h5py
 import numpy as np
@@ -24,6 +27,7 @@ from caloforge._atomic import finish, temporary_sibling
 from caloforge.errors import InputError
 from caloforge.geometry import Geometry, geometry_for_voxels
 
+T = TypeVar("T")
 ENERGY_KEY = "incident_energies"
 SHOWER_KEY = "showers"
 
@@ -203,6 +207,32 @@ class ShowerFile:
     def __repr__(self) -> str:
         names = ", ".join(str(p) for p in self.paths)
         return f"ShowerFile([{names}], n={self.n}, geometry={self.geometry.name})"
+
+
+def prefetch(blocks: Iterator[T], depth: int = 1) -> Iterator[T]:
+    """Yield from ``blocks`` while a background thread reads the next one (overlaps HDF5
+    decompression with the caller's computation; numpy releases the GIL)."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+
+    def worker() -> None:
+        try:
+            for b in blocks:
+                q.put(b)
+        except BaseException as exc:  # handed to the consumer
+            q.put(exc)
+        q.put(done)
+
+    t = threading.Thread(target=worker, daemon=True)
+    t.start()
+    while True:
+        item = q.get()
+        if item is done:
+            break
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+    t.join()
 
 
 def open_showers(paths: str | Path | Sequence[str | Path], geometry: Geometry | None = None) -> ShowerFile:

@@ -28,15 +28,22 @@ from caloforge import __version__
 from caloforge._atomic import atomic_write_text
 from caloforge.data import ShowerFile
 from caloforge.errors import InputError
-from caloforge.evaluation.binning import N_EDGES_VOXEL, FeatureBinning, binning_from_reference, log_edges
+from caloforge.data.hdf5 import prefetch
+from caloforge.evaluation.binning import (
+    N_EDGES_VOXEL,
+    FeatureBinning,
+    binning_from_reference,
+    histogram_min_energy as binning_min_energy,
+    log_edges,
+)
 from caloforge.evaluation.classifier import ClassifierConfig, classifier_test, high_level_inputs
 from caloforge.evaluation.distances import fpd as fpd_metric
 from caloforge.evaluation.distances import kpd as kpd_metric
 from caloforge.evaluation.separation import (
     SEPARATION_KEYS,
     feature_separation_powers,
+    histogram_counts,
     separation_power_counts,
-    voxel_energy_counts,
 )
 from caloforge.features import ShowerFeatures, apply_threshold, compute_features
 
@@ -44,6 +51,8 @@ METRICS = ("hist", "fpd", "kpd", "cls-low", "cls-high")
 SCHEMA_VERSION = 1
 #: Memory budget (bytes) for the two low-level classifier arrays; larger samples are subsampled.
 LOW_LEVEL_BUDGET = 8 * 2**30
+#: Memory budget (bytes) for keeping the reference's non-empty voxels between passes.
+KEEP_VOXELS_BUDGET = 2 * 2**30
 
 Progress = Callable[[str, float, float], None]  # (task, completed, total)
 
@@ -81,6 +90,7 @@ class Sample:
     low_level: np.ndarray | None = None  # (n_cls, voxels + 1) float32
     low_level_rows: np.ndarray | None = None  # which rows of the sample the low-level array holds
     voxel_counts: np.ndarray | None = None
+    kept_voxels: tuple[np.ndarray, np.ndarray] | None = None  # (row, energy) of non-empty voxels
 
 
 def _clean(x: Any) -> Any:
@@ -103,6 +113,12 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Histogram counts of the values inside ``edges`` (empty voxels lie below the first edge,
+    so they are dropped before the search: a DS2 shower is ~90% zeros)."""
+    return histogram_counts(values[values >= edges[0]], edges)
+
+
 def gather(
     file: ShowerFile,
     name: str,
@@ -110,9 +126,14 @@ def gather(
     low_level_rows: np.ndarray | None = None,
     voxel_edges: np.ndarray | None = None,
     progress: Progress | None = None,
+    keep_voxels_above: float | None = None,
 ) -> Sample:
     """Stream ``file`` once: features, mean shower, voxel maximum, optional low-level inputs
-    (for the sorted row indices ``low_level_rows``) and voxel-energy counts in ``voxel_edges``."""
+    (for the sorted row indices ``low_level_rows``) and voxel-energy counts in ``voxel_edges``.
+
+    ``keep_voxels_above``: also keep every voxel energy >= this value with its row index
+    (``Sample.kept_voxels``), so that histograms whose edges depend on this sample's maximum can
+    be filled without a second pass; given up (None) past :data:`KEEP_VOXELS_BUDGET` bytes."""
     g = file.geometry
     parts, total = [], np.zeros(g.n_voxels)
     vmax = 0.0
@@ -121,13 +142,21 @@ def gather(
     if low_level_rows is not None:
         low = np.empty((len(low_level_rows), g.n_voxels + 1), dtype=np.float32)
     start, filled = 0, 0
-    for e, s in file.iter_chunks():
+    kept: list | None = [] if keep_voxels_above is not None else None
+    kept_bytes = 0
+    for e, s in prefetch(file.iter_chunks()):
         s = apply_threshold(s, threshold, copy=False)
         parts.append(compute_features(e, s, g, threshold=0.0))
         total += s.sum(axis=0, dtype=np.float64)
         vmax = max(vmax, float(s.max(initial=0.0)))
         if counts is not None:
-            counts += voxel_energy_counts(s, voxel_edges, 0.0)
+            counts += _counts(s, voxel_edges)
+        if kept is not None:
+            rows, cols = np.nonzero(s >= keep_voxels_above)
+            kept.append((rows.astype(np.int64) + start, s[rows, cols]))
+            kept_bytes += rows.size * 12
+            if kept_bytes > KEEP_VOXELS_BUDGET:
+                kept = None
         if low is not None:
             stop = start + len(s)
             lo, hi = np.searchsorted(low_level_rows, [start, stop])
@@ -141,7 +170,11 @@ def gather(
             progress(f"reading {name}", start, file.n)
     feats = ShowerFeatures.concatenate(parts)
     feats.threshold = threshold
-    return Sample(name, [str(p) for p in file.paths], feats, total / file.n, vmax, low, low_level_rows, counts)
+    sample = Sample(name, [str(p) for p in file.paths], feats, total / file.n, vmax, low, low_level_rows, counts)
+    if kept is not None:
+        sample.kept_voxels = (np.concatenate([k[0] for k in kept]) if kept else np.zeros(0, np.int64),
+                              np.concatenate([k[1] for k in kept]) if kept else np.zeros(0, np.float32))
+    return sample
 
 
 def _voxel_counts_pass(file: ShowerFile, edges: np.ndarray, threshold: float, masks: dict[str, np.ndarray],
@@ -149,12 +182,12 @@ def _voxel_counts_pass(file: ShowerFile, edges: np.ndarray, threshold: float, ma
     """Voxel-energy counts of the rows selected by each boolean mask (one streamed pass)."""
     out = {k: np.zeros(len(edges) - 1, dtype=np.int64) for k in masks}
     start = 0
-    for _, s in file.iter_chunks():
+    for _, s in prefetch(file.iter_chunks()):
         s = apply_threshold(s, threshold, copy=False)
         for k, m in masks.items():
             sel = m[start : start + len(s)]
             if sel.any():
-                out[k] += voxel_energy_counts(s[sel], edges, 0.0)
+                out[k] += _counts(s[sel], edges)
         start += len(s)
         if progress:
             progress(f"voxel energies of {name}", start, file.n)
@@ -311,7 +344,9 @@ def evaluate(
         ref_rows, note = _cls_rows(reference.n, g.n_voxels, n_samples, opts.cls_max_showers, rng)
         if note:
             notes.append(f"reference: {note}")
-    ref = gather(reference, "reference", thr, ref_rows, progress=progress)
+    want_hist = "hist" in opts.metrics
+    ref = gather(reference, "reference", thr, ref_rows, progress=progress,
+                 keep_voxels_above=(binning_min_energy(g) if want_hist else None))
     binning = binning_from_reference(ref.features, None)
     binning.voxel_energy = log_edges(binning.min_energy, ref.voxel_max, N_EDGES_VOXEL)
     timing["read_reference"] = round(time.perf_counter() - t, 3)
@@ -330,7 +365,12 @@ def evaluate(
         masks = {"all": np.ones(reference.n, dtype=bool)}
         if half is not None:
             masks.update({"a": half, "b": ~half})
-        counts = _voxel_counts_pass(reference, binning.voxel_energy, thr, masks, progress, "reference")
+        if ref.kept_voxels is not None:  # no second pass needed
+            rows, values = ref.kept_voxels
+            counts = {k: _counts(values[m[rows]], binning.voxel_energy) for k, m in masks.items()}
+            ref.kept_voxels = None
+        else:
+            counts = _voxel_counts_pass(reference, binning.voxel_energy, thr, masks, progress, "reference")
         ref_counts = counts["all"]
         floor_counts = counts
         timing["reference_voxel_histogram"] = round(time.perf_counter() - t, 3)

@@ -25,7 +25,7 @@ td.l,th.l{text-align:left}
 tr.ours td{background:#eef6ff;font-weight:600} tr.floor td{color:#666;font-style:italic}
 .good{color:#1a7f37} .bad{color:#b42318} .note{color:#666;font-size:0.9em}
 .grid{display:flex;flex-wrap:wrap;gap:12px} .grid figure{margin:0;width:420px}
-.grid img{width:100%;border:1px solid #eee} figcaption{font-size:0.85em;color:#555}
+.grid figure.wide{width:100%} .grid img{width:100%;border:1px solid #eee} figcaption{font-size:0.85em;color:#555}
 details{margin:6px 0}
 """
 
@@ -64,6 +64,12 @@ def _mean(v: Any) -> float | None:
 def _img(path: Path) -> str:
     data = base64.b64encode(path.read_bytes()).decode("ascii")
     return f'<img src="data:image/png;base64,{data}" alt="{html.escape(path.name)}">'
+
+
+def _png_width(path: Path) -> int:
+    """Pixel width from a PNG header (0 if unreadable): wide grids get the full page width."""
+    head = path.read_bytes()[:24]
+    return int.from_bytes(head[16:20], "big") if head[:8] == b"\x89PNG\r\n\x1a\n" else 0
 
 
 def _summary_rows(block: dict, floor: dict | None) -> list[tuple[str, str, str]]:
@@ -196,7 +202,8 @@ def write_report(
             continue
         parts.append(f"<h2>{html.escape(section)}</h2><div class='grid'>")
         for f in files:
-            parts.append(f"<figure>{_img(f)}<figcaption>{html.escape(f.stem.replace('_', ' '))}</figcaption></figure>")
+            wide = " class='wide'" if _png_width(f) > 1600 else ""
+            parts.append(f"<figure{wide}>{_img(f)}<figcaption>{html.escape(f.stem.replace('_', ' '))}</figcaption></figure>")
         parts.append("</div>")
     parts.append("</body></html>")
 

@@ -1,0 +1,60 @@
+"""``caloforge demo``: the whole loop on the embedded default, in a few minutes on a CPU.
+
+simulate (parametric DS2 electron showers) -> look at them (plots) -> train a surrogate briefly
+-> generate showers for the reference's incident energies -> evaluate against the reference
+(with the Geant4-vs-Geant4-style floor of two reference halves) -> report.html.
+Every step is one of the ordinary commands, run with the arguments printed before it.
+"""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import typer
+
+from caloforge.cli._common import console, user_errors
+
+
+def _step(title: str, args: list[str]) -> None:
+    from typer.main import get_command
+
+    from caloforge.cli.main import app
+
+    console.rule(f"[bold]{title}")
+    console.print(f"[dim]$ caloforge {shlex.join(args)}[/]", highlight=False)
+    code = get_command(app).main(args, prog_name="caloforge", standalone_mode=False)
+    if isinstance(code, int) and code != 0:
+        raise typer.Exit(code)
+
+
+@user_errors
+def demo(
+    output: Path = typer.Option(Path("demo-output"), "--output", "-o", help="Folder for everything the demo writes."),
+    model: str = typer.Option("cfm", "--model", help="Model to train (see `caloforge models`)."),
+    n_train: int = typer.Option(10_000, "--n-train", help="Parametric showers to train on."),
+    n_reference: int = typer.Option(3_000, "--n-reference", help="Parametric reference showers for the evaluation."),
+    train_time: str = typer.Option("3m", "--train-time", help="Training time budget (e.g. 90s, 3m)."),
+    energy: str = typer.Option("log-uniform:1GeV:100GeV", "--energy", help="Incident-energy spectrum."),
+    seed: int = typer.Option(1, "--seed", help="Seed of every step."),
+) -> None:
+    """Simulate, plot, train, generate and evaluate on the built-in parametric simulator."""
+    output.mkdir(parents=True, exist_ok=True)
+    train_h5, ref_h5, gen_h5 = output / "train.h5", output / "reference.h5", output / "generated.h5"
+    run_dir, eval_dir = output / "run", output / "evaluation"
+    common = ["--dataset", "ds2", "--energy", energy]
+    _step("1/6 simulate training showers", ["simulate", "-o", str(train_h5), "--n", str(n_train), *common,
+                                            "--seed", str(seed)])
+    _step("2/6 simulate reference showers", ["simulate", "-o", str(ref_h5), "--n", str(n_reference), *common,
+                                             "--seed", str(seed + 1)])
+    _step("3/6 look at the data", ["plot", str(ref_h5), "-o", str(output / "dataset-plots")])
+    _step("4/6 train a surrogate", ["train", "--model", model, "--data", str(train_h5), "--val-fraction", "0.1",
+                                   "-o", str(run_dir), "--max-time", train_time, "--seed", str(seed)])
+    _step("5/6 generate", ["generate", str(run_dir), "--energies-from", str(ref_h5), "-o", str(gen_h5),
+                           "--seed", str(seed)])
+    _step("6/6 evaluate", ["evaluate", str(ref_h5), str(gen_h5), "-o", str(eval_dir), "--names", model,
+                           "--floor", "--fast", "--seed", str(seed)])
+    console.rule("[bold green]done")
+    console.print(f"dataset plots:  {output / 'dataset-plots' / 'index.html'}")
+    console.print(f"trained model:  {run_dir / 'model'}")
+    console.print(f"report:         [bold]{eval_dir / 'report.html'}[/]  (open it in a browser)")

@@ -1,0 +1,38 @@
+"""Invertible preprocessing of showers, as small composable torch modules.
+
+Every :class:`Transform` has ``forward(x, cond)`` / ``inverse(y, cond)`` and keeps what it
+learns in :meth:`~Transform.fit` as buffers (saved with a model's weights):
+
+* :class:`SequentialFractions`, :class:`ShapeNormalize` (with :class:`LayerSum`): the
+  energy/shape factorisation of CaloDREAM (Favaro et al., arXiv:2405.09629);
+* :class:`Logit` (small alpha, as CaloINN, arXiv:2312.09290, and CaloDREAM), :class:`Standardize`;
+* :class:`LogEnergyScale`: ``log E_inc`` scaled to [0, 1] over the training range (conditioning);
+* :class:`Threshold`: the readout threshold (a projection, applied to generated showers last);
+* :class:`Compose`, and :class:`ShowerPreprocessing`, the composition the CFM models use.
+
+>>> import torch
+>>> from caloforge.transforms import Compose, Logit, Standardize
+>>> t = Compose([Logit(1e-6), Standardize(3)])
+>>> x = torch.rand(100, 3, dtype=torch.float64)
+>>> y = t.fit(x)
+>>> bool(torch.allclose(t.inverse(y), x, atol=1e-12))
+True
+"""
+
+from caloforge.transforms.base import Compose, Transform
+from caloforge.transforms.elementwise import LogEnergyScale, Logit, Standardize, Threshold
+from caloforge.transforms.pipeline import ShowerPreprocessing
+from caloforge.transforms.shower import LayerSum, SequentialFractions, ShapeNormalize
+
+__all__ = [
+    "Compose",
+    "LayerSum",
+    "LogEnergyScale",
+    "Logit",
+    "SequentialFractions",
+    "ShapeNormalize",
+    "ShowerPreprocessing",
+    "Standardize",
+    "Threshold",
+    "Transform",
+]

@@ -1,0 +1,105 @@
+"""The full preprocessing of the CFM models: condition, layer energies and shape, and back.
+
+``ShowerPreprocessing`` composes the transforms of this package the way CaloDREAM (Favaro et
+al., arXiv:2405.09629) prepares showers for its energy and shape networks:
+
+* condition ``c = LogEnergyScale(E_inc)`` in [0, 1] over the training range;
+* energy space ``y_E = Standardize(Logit(SequentialFractions(E_layers; E_inc)))`` (B, layers);
+* shape space ``y_S = Standardize(Logit(ShapeNormalize(showers; E_layers)))`` (B, voxels), the
+  standardisation fitted on non-empty layers only (an empty layer's shape is irrelevant), its
+  width floored at ``shape_min_std`` logit units (rarely hit voxels would otherwise put their
+  hits tens of standard deviations out);
+* the readout threshold applied to the input showers and, last, to the generated ones.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from caloforge.geometry import Geometry
+from caloforge.transforms.base import Compose
+from caloforge.transforms.elementwise import LogEnergyScale, Logit, Standardize, Threshold
+from caloforge.transforms.shower import LayerSum, SequentialFractions, ShapeNormalize
+
+
+class ShowerPreprocessing(nn.Module):
+    """Showers (MeV) <-> (condition, energy space, shape space); all statistics are buffers."""
+
+    def __init__(
+        self,
+        geometry: Geometry,
+        shape_alpha: float = 1e-6,
+        energy_alpha: float = 1e-6,
+        etot_margin: float = 1.1,
+        feature_clip: float = 5.0,
+        shape_min_std: float = 1.0,
+        energy_min_std: float = 0.05,
+    ):
+        super().__init__()
+        n_layers, n_voxels = geometry.n_layers, geometry.n_voxels
+        self.threshold_value = float(geometry.readout_threshold)
+        self.feature_clip = float(feature_clip)
+        self.layer_sum = LayerSum(geometry)
+        self.condition = LogEnergyScale()
+        self.energy = Compose([SequentialFractions(n_layers, etot_margin), Logit(energy_alpha), Standardize(n_layers, energy_min_std)])
+        self.shape = Compose([ShapeNormalize(geometry), Logit(shape_alpha), Standardize(n_voxels, shape_min_std)])
+        self.threshold = Threshold(geometry.readout_threshold)
+        # log(E_layer / E_inc) of non-empty layers, standardised: the shape network's per-layer input.
+        self.layer_log = Standardize(n_layers)
+
+    # ------------------------------------------------------------------ helpers
+    def nonempty(self, e_layer: Tensor) -> Tensor:
+        """A layer counts as hit when it holds at least the readout threshold (a thresholded
+        shower has no layer with 0 < E < threshold)."""
+        return e_layer >= self.threshold_value if self.threshold_value > 0 else e_layer > 0
+
+    def _log_ratio(self, e_inc: Tensor, e_layer: Tensor) -> Tensor:
+        ok = self.nonempty(e_layer)
+        safe = torch.where(ok, e_layer, torch.ones_like(e_layer))
+        return torch.where(ok, torch.log(safe / e_inc.reshape(-1, 1).to(e_layer.dtype)), torch.zeros_like(e_layer))
+
+    def layer_features(self, e_inc: Tensor, e_layer: Tensor) -> Tensor:
+        """(B, 2, layers): standardised log(E_layer / E_inc) (0 for empty layers, clipped at
+        +-feature_clip) and the hit flag of every layer."""
+        ok = self.nonempty(e_layer)
+        z = self.layer_log(self._log_ratio(e_inc, e_layer)).clamp(-self.feature_clip, self.feature_clip)
+        z = torch.where(ok, z, torch.zeros_like(z))
+        return torch.stack([z, ok.to(z.dtype)], 1)
+
+    # ------------------------------------------------------------------ fitting
+    @torch.no_grad()
+    def fit(self, e_inc: Tensor, showers: Tensor) -> None:
+        e_inc = e_inc.reshape(-1)
+        showers = self.threshold(showers)
+        self.condition.fit(e_inc)
+        e_layer = self.layer_sum(showers)
+        self.energy.fit(e_layer, e_inc)
+        ok = self.nonempty(e_layer)
+        self.layer_log.fit(self._log_ratio(e_inc, e_layer), mask=ok)
+        self.shape.fit(showers, e_layer, mask=self.layer_sum.expand(ok))
+
+    # ------------------------------------------------------------------ transforms
+    def forward(self, e_inc: Tensor, showers: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(condition (B,), energy space (B, layers), shape space (B, voxels), layer energies)."""
+        e_inc = e_inc.reshape(-1).to(showers.dtype)
+        showers = self.threshold(showers)
+        e_layer = self.layer_sum(showers)
+        return self.condition(e_inc), self.energy(e_layer, e_inc), self.shape(showers, e_layer), e_layer
+
+    def energy_inverse(self, e_inc: Tensor, y_energy: Tensor) -> Tensor:
+        """Energy space -> layer energies (MeV); layers below the threshold set to zero.
+
+        Computed in float64 (45 numbers a shower: free): the layer-by-layer subtraction of the
+        sequential fractions loses float32 precision in the layers after one with u close to 1."""
+        y = y_energy.to(torch.float64)
+        e_layer = self.energy.inverse(y, e_inc.reshape(-1).to(torch.float64))
+        e_layer = torch.where(self.nonempty(e_layer), e_layer, torch.zeros_like(e_layer))
+        return e_layer.to(y_energy.dtype)
+
+    def shape_inverse(self, y_shape: Tensor, e_layer: Tensor) -> Tensor:
+        """Shape space + layer energies -> showers (MeV), readout threshold applied."""
+        return self.threshold(self.shape.inverse(y_shape, e_layer.to(y_shape.dtype)))
+
+    def inverse(self, e_inc: Tensor, y_energy: Tensor, y_shape: Tensor) -> Tensor:
+        return self.shape_inverse(y_shape, self.energy_inverse(e_inc, y_energy))

@@ -1,0 +1,132 @@
+"""Energy/shape factorisation of a shower, as in CaloDREAM (Favaro et al., arXiv:2405.09629).
+
+A shower (B, voxels) in MeV is split into
+
+* its layer energies ``E_l`` (B, layers), described by :class:`SequentialFractions`:
+  ``u_0 = E_tot / (s E_inc)`` and ``u_{l+1} = E_l / sum_{k >= l} E_k`` (the share of the energy
+  still to deposit that layer ``l`` takes), all in [0, 1];
+* its shape, :class:`ShapeNormalize`: every voxel divided by its layer's energy, so each
+  non-empty layer sums to one.
+
+Empty layers (all voxels zero) have all-zero fractions and round-trip to zeros; so do the
+sequential fractions after the last non-empty layer (defined as 0).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from caloforge.geometry import Geometry
+from caloforge.transforms.base import Transform
+
+
+class LayerSum(nn.Module):
+    """Per-layer sums ``(B, voxels) -> (B, layers)`` and the reverse broadcast :meth:`expand`.
+
+    Regular geometries (every layer the same binning) use reshapes, which export to ONNX as
+    such; irregular ones (DS1) a scatter over a voxel-to-layer index."""
+
+    def __init__(self, geometry: Geometry):
+        super().__init__()
+        self.n_layers = geometry.n_layers
+        self.n_voxels = geometry.n_voxels
+        self.regular = geometry.is_regular
+        sizes = np.diff(geometry.layer_offsets)
+        index = torch.from_numpy(np.repeat(np.arange(self.n_layers), sizes)).long()
+        self.register_buffer("index", index, persistent=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.regular:
+            return x.reshape(x.shape[0], self.n_layers, -1).sum(-1)
+        out = torch.zeros(x.shape[0], self.n_layers, dtype=x.dtype, device=x.device)
+        return out.index_add(1, self.index, x)
+
+    def expand(self, per_layer: Tensor) -> Tensor:
+        """(B, layers) -> (B, voxels): every voxel gets its layer's value."""
+        if self.regular:
+            b = per_layer.shape[0]
+            per = self.n_voxels // self.n_layers
+            return per_layer[:, :, None].expand(b, self.n_layers, per).reshape(b, self.n_voxels)
+        return per_layer[:, self.index]
+
+
+class ShapeNormalize(Transform):
+    """Voxels divided by their layer's energy: ``forward(showers, cond=layer_energies)``.
+
+    ``cond`` (B, layers) defaults to the layer sums of the input itself. Empty layers give zero
+    fractions. :meth:`inverse` (fractions, layer energies) multiplies back; with ``renormalize``
+    (default) it first rescales every layer's fractions to sum to one, so that the output's layer
+    energies are exactly the given ones (CaloDREAM's treatment of generated shapes); a layer
+    whose fractions are all zero stays zero.
+    """
+
+    def __init__(self, geometry: Geometry, renormalize: bool = True):
+        super().__init__()
+        self.layer_sum = LayerSum(geometry)
+        self.renormalize = bool(renormalize)
+
+    def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+        e_layer = self.layer_sum(x) if cond is None else cond
+        e_vox = self.layer_sum.expand(e_layer.to(x.dtype))
+        nonempty = e_vox > 0
+        return torch.where(nonempty, x / torch.where(nonempty, e_vox, torch.ones_like(e_vox)), torch.zeros_like(x))
+
+    def inverse(self, y: Tensor, cond: Tensor | None = None) -> Tensor:
+        if cond is None:
+            raise ValueError("ShapeNormalize.inverse needs the layer energies as cond")
+        if self.renormalize:
+            total = self.layer_sum.expand(self.layer_sum(y))
+            ok = total > 0
+            y = torch.where(ok, y / torch.where(ok, total, torch.ones_like(total)), torch.zeros_like(y))
+        return y * self.layer_sum.expand(cond.to(y.dtype))
+
+
+class SequentialFractions(Transform):
+    """Layer energies (B, L) <-> sequential energy fractions (B, L) in [0, 1]; ``cond`` = E_inc (B,).
+
+    ``u_0 = E_tot / (scale * E_inc)``; ``u_{l+1} = E_l / R_l`` with ``R_l = sum_{k >= l} E_k``
+    for l = 0 .. L-2 (0 where ``R_l = 0``); the last layer takes what remains. ``scale`` (a
+    buffer) is fitted as ``margin`` times the largest E_tot/E_inc seen (at least 1), keeping u_0
+    below one; larger ratios are clipped. Rounding: the inverse subtracts layer by layer, so each
+    layer energy carries an absolute error of order float-epsilon * E_tot.
+    """
+
+    def __init__(self, n_layers: int, margin: float = 1.1):
+        super().__init__()
+        self.n_layers = int(n_layers)
+        self.margin = float(margin)
+        self.register_buffer("scale", torch.tensor(1.0))
+
+    @torch.no_grad()
+    def fit(self, x: Tensor, cond: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
+        if cond is None:
+            raise ValueError("SequentialFractions needs the incident energies as cond")
+        ratio = x.detach().to(torch.float64).sum(1) / cond.detach().reshape(-1).to(torch.float64)
+        self.scale.fill_(max(1.0, self.margin * float(ratio.max())))
+        return self.forward(x, cond)
+
+    def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+        if cond is None:
+            raise ValueError("SequentialFractions needs the incident energies as cond")
+        e_inc = cond.reshape(-1, 1).to(x.dtype)
+        remaining = torch.flip(torch.cumsum(torch.flip(x, [1]), 1), [1])  # R_l = sum_{k>=l} E_k
+        u0 = (remaining[:, :1] / (self.scale.to(x.dtype) * e_inc)).clamp(max=1.0)
+        r = remaining[:, :-1]
+        ok = r > 0
+        u = torch.where(ok, x[:, :-1] / torch.where(ok, r, torch.ones_like(r)), torch.zeros_like(r))
+        return torch.cat([u0, u.clamp(0.0, 1.0)], 1)
+
+    def inverse(self, y: Tensor, cond: Tensor | None = None) -> Tensor:
+        if cond is None:
+            raise ValueError("SequentialFractions needs the incident energies as cond")
+        e_inc = cond.reshape(-1).to(y.dtype)
+        remaining = y[:, 0] * self.scale.to(y.dtype) * e_inc
+        out = []
+        for layer in range(self.n_layers - 1):
+            e = y[:, layer + 1] * remaining
+            out.append(e)
+            remaining = (remaining - e).clamp(min=0.0)
+        out.append(remaining)
+        return torch.stack(out, 1)
