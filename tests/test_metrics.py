@@ -269,7 +269,7 @@ def test_classifier_same_distribution_is_chance_and_seeded(rng):
 def test_classifier_presets():
     off, fast = ClassifierConfig.official(), ClassifierConfig.fast()
     assert (off.hidden_layers, off.hidden_units, off.learning_rate, off.batch_size, off.max_epochs) == (3, 2048, 2e-4, 1000, 50)
-    assert off.patience is None and fast.patience == 3 and fast.max_epochs == 15
+    assert off.patience is None and fast.patience == 10 and fast.max_epochs == 25
     assert fast.hidden_units == 2048
     with pytest.raises(ValueError):
         ClassifierConfig(split=(0.7, 0.2, 0.2))

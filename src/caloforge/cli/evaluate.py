@@ -25,8 +25,8 @@ def evaluate(
     metrics: str = typer.Option("hist,fpd,kpd,cls-low,cls-high", "--metrics", "-m",
                                 help="Comma-separated subset of hist,fpd,kpd,cls-low,cls-high."),
     floor: bool = typer.Option(False, "--floor", help="Also compare two halves of the reference (Geant4 vs Geant4)."),
-    fast: bool = typer.Option(False, "--fast", help="Classifier: at most 15 epochs with early stopping "
-                              "(patience 3) instead of the official 50 epochs."),
+    fast: bool = typer.Option(False, "--fast", help="Classifier: at most 25 epochs with early stopping "
+                              "(patience 10) instead of the official 50 epochs."),
     cls_epochs: int = typer.Option(None, "--cls-epochs", help="Override the classifier's maximum epochs."),
     cls_width: int = typer.Option(None, "--cls-width", help="Override the classifier's hidden units (official 2048)."),
     cls_depth: int = typer.Option(None, "--cls-depth", help="Override the classifier's hidden layers (official 3)."),

@@ -44,6 +44,9 @@ import numpy as np
 from scipy import linalg
 from scipy.optimize import curve_fit
 
+#: Real-sample column maxima below this are treated as zero when normalising (see
+#: :func:`normalise_features`).
+TINY_COLUMN_MAX = 1e-6
 #: Number of samples below which jetnet warns that FPD/KPD estimates are unreliable.
 RECOMMENDED_SAMPLES = 50_000
 
@@ -83,7 +86,10 @@ class DistanceResult(tuple):
 def normalise_features(real: np.ndarray, gen: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Divide every column of both samples by the real sample's largest absolute value."""
     maxes = np.max(np.abs(real), axis=0)
-    maxes[maxes == 0] = 1.0
+    # jetnet leaves only all-zero columns alone. A column whose real maximum is round-off (a width
+    # of 1e-9 mm in a layer where every reference shower has a single hit) would be blown up by
+    # 1e8 and dominate FPD/KPD; such columns are left alone too (no effect on any other input).
+    maxes[maxes < TINY_COLUMN_MAX] = 1.0
     return real / maxes, gen / maxes
 
 
@@ -193,6 +199,13 @@ def fpd(
         raise ValueError("need 0 < min_samples <= max_samples")
     x, y = _prepare(real, gen, normalise)
     sizes = _fpd_sizes(len(x), len(y), min_samples, max_samples, adapt_to_sample_size)
+    if sizes.min_samples <= 2 * x.shape[1]:
+        # Covariances of fewer samples than ~2 x features are (near) singular and the matrix
+        # square root is meaningless: say so instead of returning a number.
+        note = (f"FPD not computed: batches of {sizes.min_samples} samples are too small for "
+                f"{x.shape[1]} features (need more than {2 * x.shape[1]})")
+        warnings.warn(note, SampleSizeWarning, stacklevel=2)
+        return DistanceResult(float("nan"), float("nan"), note, {"min_samples": sizes.min_samples})
     batches = fpd_batch_sizes(sizes.min_samples, sizes.max_samples, num_points)
     rng = np.random.default_rng(seed)
     vals = []
