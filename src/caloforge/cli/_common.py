@@ -8,15 +8,9 @@ from typing import TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import Progress
 
+from caloforge._progress import make_progress
 from caloforge.errors import CaloForgeError
 
 console = Console(stderr=True)
@@ -49,14 +43,4 @@ def user_errors(func: F) -> F:
 
 def progress_bar(transient: bool = False) -> Progress:
     """A rich progress bar with count, rate-friendly columns and ETA (to stderr)."""
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        console=console,
-        transient=transient,
-    )
+    return make_progress(console, transient=transient)

@@ -488,19 +488,9 @@ def _train(model, train_data, val_data, info: D.DistInfo, dev: torch.device, **o
 
 # ---------------------------------------------------------------------- helpers
 def _progress(enabled: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from caloforge._progress import make_progress
 
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        console=_console,
-        disable=not enabled,
-    )
+    return make_progress(_console, disable=not enabled)
 
 
 @torch.no_grad()
