@@ -62,8 +62,8 @@ def main() -> None:
     out = subprocess.run([sys.executable, "-c", CHILD, str(path)], capture_output=True, text=True, check=True)
     res = json.loads(out.stdout.strip().splitlines()[-1])
     size_gb = path.stat().st_size / 2**30
-    print(f"| file size | showers | time | showers/s | peak RSS |")
-    print(f"|---|---|---|---|---|")
+    print("| file size | showers | time | showers/s | peak RSS |")
+    print("|---|---|---|---|---|")
     print(f"| {size_gb:.2f} GiB | {res['n']} | {res['seconds']:.1f} s | {res['n'] / res['seconds']:.0f} | "
           f"{res['peak_rss_mb']:.0f} MiB |")
     if not args.keep:
