@@ -55,7 +55,7 @@ def demo(
         gen_args += ["--steps", "6"]  # fewer ODE steps: a quicker demo
     _step("5/6 generate", gen_args)
     _step("6/6 evaluate", ["evaluate", str(ref_h5), str(gen_h5), "-o", str(eval_dir), "--names", model,
-                           "--floor", "--fast", "--seed", str(seed)])
+                           "--floor", "--fast", "--cls-epochs", "10", "--seed", str(seed)])
     console.rule("[bold green]done")
     console.print(f"dataset plots:  {output / 'dataset-plots' / 'index.html'}")
     console.print(f"trained model:  {run_dir / 'model'}")
