@@ -7,6 +7,11 @@ them with the CaloChallenge metrics (official classifier protocol), and time gen
 CPU at batch sizes 1, 100 and 1000. A Geant4 sample from the training rows gives the floor.
 
     python benchmarks/model_table.py --threads 2 --out bench-output/models
+    python benchmarks/model_table.py --models runs/ds2     # teacher/ and student/ of train_ds2.py
+
+Speed: torch float32 at batch 1, 100, 1000 for every model; ONNX Runtime (float32, same
+threads) for the student as well. The table (markdown, with the published CaloChallenge DS2 rows
+below it) is printed and written to OUT/table.md.
 """
 
 from __future__ import annotations
@@ -33,6 +38,20 @@ def ms_per_shower(draw, e_pool: np.ndarray, batch: int, min_time: float = 1.5) -
             return 1e3 * dt / (reps * batch)
 
 
+def onnx_ms(model, e_pool: np.ndarray, threads: int) -> dict[int, float]:
+    """ms per shower of the model's ONNX export under ONNX Runtime (empty without onnxruntime)."""
+    import tempfile
+
+    try:
+        from caloforge.export.onnx import OnnxSampler, export_onnx
+    except ImportError:
+        return {}
+    path = export_onnx(model, Path(tempfile.mkdtemp()) / "model.onnx")
+    sampler = OnnxSampler(path, threads=threads)
+    rng = np.random.default_rng(0)
+    return {b: ms_per_shower(lambda e: sampler.sample(np.asarray(e, np.float32), rng=rng), e_pool, b) for b in (1, 100, 1000)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=G4_FILE)
@@ -41,6 +60,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("bench-output/models"))
     ap.add_argument("--fast", action="store_true", help="fast classifier preset instead of the official one")
     ap.add_argument("--teacher-steps", type=int, default=None, help="solver steps of the teacher")
+    ap.add_argument("--models", type=Path, default=None,
+                    help="train_ds2.py output folder (teacher/, student/) instead of the shipped models")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -74,8 +95,13 @@ def main() -> None:
                                     "ms": {b: ms_per_shower(sim_draw, e_pool, b) for b in (1, 100, 1000)}}
     samples["parametric simulator"] = args.out / "parametric.h5"
 
-    for name in ("ds2-electrons", "ds2-electrons-teacher", "voxel-lognormal-ds2"):
-        model_dir = resolve(name)
+    models = {"ds2-electrons": "ds2-electrons", "ds2-electrons-teacher": "ds2-electrons-teacher",
+              "voxel-lognormal-ds2": "voxel-lognormal-ds2"}
+    if args.models is not None:
+        models["ds2-electrons"] = str(args.models / "student")
+        models["ds2-electrons-teacher"] = str(args.models / "teacher")
+    for name, where in models.items():
+        model_dir = resolve(where)
         model = load_model(model_dir)
         meta = json.loads((Path(model_dir) / "model.json").read_text())
         gen = torch.Generator().manual_seed(1)
@@ -92,6 +118,8 @@ def main() -> None:
         ms = {b: ms_per_shower(draw, e_pool, b, min_time=1.0 if b == 1 else 1.5) for b in (1, 100, 1000)}
         rows[name] = {"gen_s": gen_s, "parameters": model.n_parameters(), "ms": ms,
                       "train_s": (meta.get("training") or {}).get("seconds"), "model": model.name}
+        if model.name == "cfm-student":
+            rows[name]["ms_onnx"] = onnx_ms(model, e_pool, args.threads)
         print(name, rows[name], flush=True)
 
     cfg = ClassifierConfig.fast() if args.fast else ClassifierConfig.official()
@@ -100,19 +128,33 @@ def main() -> None:
     write_json(res, args.out / "metrics.json")
     (args.out / "timing.json").write_text(json.dumps(rows, indent=2))
 
-    print(f"\nDS2 electrons 1-100 GeV: {args.n_test} held-out Geant4 showers as reference; "
-          f"{args.threads} CPU threads; classifier: {'fast' if args.fast else 'official'} protocol\n")
-    print("| model | AUC low | AUC high | FPD x1e3 | KPD x1e3 | sep. E_tot/E_inc | ms/shower b=1 | b=100 | b=1000 "
-          "| parameters |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    lines = [f"DS2 electrons 1-100 GeV: {args.n_test} held-out Geant4 showers as reference; "
+             f"{args.threads} CPU threads; classifier: {'fast' if args.fast else 'official'} protocol", "",
+             "| model | AUC low | AUC high | FPD x1e3 | KPD x1e3 | sep. E_tot/E_inc | ms/shower b=1 | b=100 | b=1000 "
+             "| parameters | training |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    fmt = lambda d: "–" if not d or d.get("value") is None else f"{d['value']:.3g} ± {d['error']:.2g}"  # noqa: E731
     for b in res["generated"]:
         r = rows.get(b["name"], {})
         ms = r.get("ms", {})
-        fmt = lambda d: "–" if not d or d.get("value") is None else f"{d['value']:.3g} ± {d['error']:.2g}"  # noqa: E731
-        print(f"| {b['name']} | {b['cls_low']['auc']:.3f} | {b['cls_high']['auc']:.3f} | {fmt(b.get('fpd'))} | "
-              f"{fmt(b.get('kpd'))} | {b['separation_power']['etot_einc']:.2e} | "
-              + " | ".join(f"{ms[k]:.3g}" if k in ms else "–" for k in (1, 100, 1000))
-              + f" | {r.get('parameters', '–')} |")
+        times = [f"{ms[k]:.3g}" if k in ms else "–" for k in (1, 100, 1000)]
+        if r.get("ms_onnx"):
+            times = [f"{t} (onnx {r['ms_onnx'][k]:.3g})" for t, k in zip(times, (1, 100, 1000))]
+        train = f"{r['train_s'] / 60:.0f} min CPU" if r.get("train_s") else "–"
+        lines.append(f"| {b['name']} | {b['cls_low']['auc']:.3f} | {b['cls_high']['auc']:.3f} | {fmt(b.get('fpd'))} | "
+                     f"{fmt(b.get('kpd'))} | {b['separation_power']['etot_einc']:.2e} | " + " | ".join(times)
+                     + f" | {r.get('parameters', '–')} | {train} |")
+    from caloforge.evaluation.published import published_results
+
+    lines += ["", "CaloChallenge DS2 (published, official FTFP_BERT files, their hardware; CPU ms at batch 1/100/10000):",
+              "", "| model | AUC low | AUC high | FPD x1e3 | KPD x1e3 | CPU ms b=1 | b=100 | b=10000 | parameters |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    num = lambda v, f=".3g": "–" if v is None else format(v, f)  # noqa: E731
+    for p in published_results("ds2"):
+        lines.append(f"| {p.model} | {num(p.auc_low, '.3f')} | {num(p.auc_high, '.3f')} | {num(p.fpd)} | {num(p.kpd)} | "
+                     f"{num(p.ms_cpu_1)} | {num(p.ms_cpu_100)} | {num(p.ms_cpu_10000)} | {num(p.parameters, '.0f')} |")
+    text = "\n".join(lines)
+    print("\n" + text)
+    (args.out / "table.md").write_text(text + "\n")
 
 
 if __name__ == "__main__":

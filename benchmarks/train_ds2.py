@@ -66,35 +66,13 @@ def train_for(model, e, x, budget_s: float, batch: int, lr: float, run_dir: Path
     dt = step_time(model, e, x, batch)
     steps = max(10, int(budget_s / (dt * 1.05)))
     print(f"[{model.name}] {dt:.3f} s/step at batch {batch} -> {steps} steps in {budget_s / 60:.1f} min", flush=True)
-    t = time.perf_counter()
-    try:
-        from caloforge.training import train
-    except ImportError:
-        train = None
-    if train is not None:
-        res = train(model, (e.numpy(), x.numpy()), None, steps=steps, batch_size=batch, lr=lr, ema_decay=ema,
-                    max_time=budget_s * 1.15, run_dir=run_dir, seed=seed, device="cpu", progress=False,
-                    log_every=max(1, steps // 20), checkpoint_every=600.0)
-        return {"steps": res.step, "planned_steps": steps, "train_loss": res.train_loss, "seconds": res.elapsed_s,
-                "stop_reason": res.stop_reason}
-    # Minimal fallback loop (no EMA, no checkpoints).
-    torch.manual_seed(seed)
-    model.fit_preprocessing(e, x)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=steps, pct_start=0.05)
-    losses = []
-    for step in range(steps):
-        idx = torch.randint(0, len(e), (batch,))
-        loss = model.loss(e[idx], x[idx])
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses.append(float(loss.detach()))
-        if (step + 1) % max(1, steps // 20) == 0:
-            print(f"  step {step + 1}/{steps} loss {np.mean(losses[-50:]):.4f}", flush=True)
-    return {"steps": steps, "train_loss": float(np.mean(losses[-50:])), "seconds": time.perf_counter() - t}
+    from caloforge.training import train
+
+    res = train(model, (e.numpy(), x.numpy()), None, steps=steps, batch_size=batch, lr=lr, ema_decay=ema,
+                max_time=budget_s * 1.15, run_dir=run_dir, seed=seed, device="cpu", progress=False,
+                log_every=max(1, steps // 20), checkpoint_every=600.0)
+    return {"steps": res.step, "planned_steps": steps, "train_loss": res.train_loss, "seconds": res.elapsed_s,
+            "stop_reason": res.stop_reason}
 
 
 def sample_all(model, e: torch.Tensor, batch: int = 500, **options) -> np.ndarray:
@@ -241,7 +219,7 @@ def main(argv: list[str] | None = None) -> None:
 
     # ------------------------------------------------------------ student
     arch = {k: teacher.config[k] for k in ("shape_alpha", "energy_alpha", "energy_width", "energy_depth",
-                                            "shape_channels", "shape_blocks", "shape_mid_blocks", "shape_emb")}
+                                            "shape_channels", "shape_blocks", "shape_mid_blocks", "shape_emb", "dequantize")}
     student = build_model("cfm-student", geometry, {**arch, "n_pairs": a.n_pairs, "pair_steps": a.pair_steps,
                                                      "teacher": str(a.out / "teacher"),
                                                      "pairs_file": str(a.out / "pairs.safetensors")})

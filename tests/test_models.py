@@ -111,6 +111,38 @@ def test_sample_shape_and_threshold(teacher, solver):
     assert (x > 0).any()
 
 
+def test_hit_floor_fitted_saved_and_applied(teacher, data, tmp_path):
+    """fit_preprocessing resolves hit_floor "auto" to the quantile of the training hits; it is
+    saved in model.json, survives loading, and no generated voxel lies below it."""
+    floor = teacher.config["hit_floor"]
+    _, x = data
+    hits = x[x >= GEOMETRY.readout_threshold]
+    assert isinstance(floor, float) and floor > GEOMETRY.readout_threshold
+    assert abs((hits < floor).float().mean().item() - teacher.config["hit_floor_quantile"]) < 1e-3
+    save_model(teacher, tmp_path / "m")
+    loaded = load_model(tmp_path / "m")
+    assert loaded.config["hit_floor"] == floor and loaded.pre.dequantizer.floor == floor
+    out = loaded.sample(torch.full((20,), 2e4), generator=torch.Generator().manual_seed(0), steps=2)
+    assert (out[out > 0] >= floor * (1 - 1e-5)).all() and (out > 0).any()
+
+
+def test_chunked_sampling_matches_whole_batch(teacher):
+    """sample() on the CPU works in slices of cpu_chunk showers; the noise is drawn for the
+    whole batch first, so the showers are those of one unchunked call."""
+    e = torch.exp(torch.linspace(np.log(1.5e3), np.log(9e4), 7))
+    old = teacher.config["cpu_chunk"]
+    try:
+        teacher.config["cpu_chunk"] = 0
+        whole = teacher.sample(e, generator=torch.Generator().manual_seed(5), steps=2)
+        teacher.config["cpu_chunk"] = 3
+        chunked = teacher.sample(e, generator=torch.Generator().manual_seed(5), steps=2)
+    finally:
+        teacher.config["cpu_chunk"] = old
+    scale = whole.abs().amax(1, keepdim=True)
+    assert ((chunked - whole).abs() <= 1e-5 * scale).all()
+    assert (whole > 0).any()
+
+
 def test_sample_options_checked(teacher):
     with pytest.raises(InputError):
         teacher.sample(torch.tensor([1e4]), solver="leapfrog")

@@ -335,6 +335,21 @@ def test_generate_with_energy_spec(tmp_path, trained_run):
         assert "seed" in f.attrs and "fixed" in f.attrs["energies"]
 
 
+def test_generate_n_alone_uses_training_range(tmp_path, trained_run, data_files):
+    """``--n N`` without --energy: log-uniform over the incident energies the model saw."""
+    out = tmp_path / "default.h5"
+    r = runner.invoke(app, ["generate", str(trained_run), "--n", "300", "-o", str(out), "--seed", "3"])
+    assert r.exit_code == 0, r.stderr
+    e, _ = read_showers(out)
+    e_train, _ = read_showers(data_files["train"])
+    assert len(e) == 300 and len(np.unique(e)) == 300
+    lo, hi = e_train.min(), e_train.max()
+    assert (e >= 0.8 * lo).all() and (e <= 1.25 * hi).all()
+    assert np.quantile(e, 0.1) < np.sqrt(lo * hi) < np.quantile(e, 0.9)  # spread over the range
+    with h5py.File(out) as f:
+        assert "log-uniform" in f.attrs["energies"]
+
+
 @pytest.mark.parametrize(
     "argv",
     [

@@ -9,6 +9,7 @@ import torch
 
 from caloforge.geometry import get_geometry
 from caloforge.transforms import (
+    BelowThresholdNoise,
     Compose,
     LayerSum,
     LogEnergyScale,
@@ -18,6 +19,7 @@ from caloforge.transforms import (
     ShowerPreprocessing,
     Standardize,
     Threshold,
+    hit_floor,
 )
 
 torch.set_num_threads(1)
@@ -113,10 +115,11 @@ def test_shape_normalize_empty_layers(geometry):
     assert (back[x == 0] == 0).all()
 
 
+@pytest.mark.parametrize("dequantize", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_full_pipeline_round_trip(geometry, dtype):
+def test_full_pipeline_round_trip(geometry, dtype, dequantize):
     e, x = toy_showers(geometry, 200, 3)
-    pre = ShowerPreprocessing(geometry).to(dtype)
+    pre = ShowerPreprocessing(geometry, dequantize=dequantize).to(dtype)
     pre.fit(e, x)
     e, x = e.to(dtype), x.to(dtype)
     c, y_e, y_s, layers = pre(e, x)
@@ -134,6 +137,54 @@ def test_full_pipeline_round_trip(geometry, dtype):
     empty = pre.layer_sum(expected) == 0
     assert empty.any()
     assert (pre.layer_sum(back)[empty] == 0).all()
+
+
+def test_below_threshold_noise():
+    """Zero voxels of hit layers become noise in (0, t / E_l); the inverse reads them out as
+    zero again and leaves hits (>= t) and empty layers alone."""
+    g = get_geometry("ds2")
+    e, x = toy_showers(g, 100, 5)
+    x = Threshold(g.readout_threshold)(x)
+    norm = ShapeNormalize(g)
+    layers = norm.layer_sum(x)
+    f = norm(x)
+    t = BelowThresholdNoise(g, g.readout_threshold)
+    torch.manual_seed(0)
+    y = t(f, layers)
+    limit = g.readout_threshold / norm.layer_sum.expand(layers)
+    hit_layer = norm.layer_sum.expand(layers) > 0
+    zero = (f == 0) & hit_layer
+    assert zero.any() and (~hit_layer).any()
+    assert ((y[zero] > 0) & (y[zero] < limit[zero])).all()
+    assert torch.equal(y[f > 0], f[f > 0])  # hits untouched
+    assert (y[~hit_layer] == 0).all()  # nothing to dequantise in an empty layer
+    assert torch.equal(t.inverse(y, layers), f)
+    assert torch.equal(BelowThresholdNoise(g, g.readout_threshold, noise=False)(f, layers), f)
+
+
+def test_hit_floor_and_readout_from_it():
+    """hit_floor is the quantile of the hit energies (never below the threshold); a pipeline
+    with a floor reads out only voxels at or above it and keeps each layer's energy."""
+    g = get_geometry("ds2")
+    t = g.readout_threshold
+    x = torch.zeros(4, g.n_voxels, dtype=torch.float64)
+    x[:, :100] = torch.linspace(0.01, 10.0, 100, dtype=torch.float64)  # layer 0: 100 hits, some below t
+    hits = x[x >= t]
+    assert hit_floor(x, t, 0.0) == t
+    assert abs(hit_floor(x, t, 0.1) - float(torch.quantile(hits, 0.1))) < 1e-12
+    assert hit_floor(x * 1e-3, t, 0.5) == t  # all below the threshold: nothing to learn
+    e = torch.full((4,), 1e3, dtype=torch.float64)
+    pre = ShowerPreprocessing(g, dequantize=True).double()
+    pre.fit(e, x)
+    _, y_e, y_s, layers = pre(e, x)
+    exact = pre.inverse(e, y_e, y_s)
+    torch.testing.assert_close(exact, pre.threshold(x), rtol=1e-9, atol=1e-9)
+    pre.set_hit_floor(1.0)
+    cut = pre.inverse(e, y_e, y_s)
+    assert (cut[(x < 1.0)] == 0).all() and (cut[x >= 1.0] > 0).all()
+    torch.testing.assert_close(pre.layer_sum(cut), pre.layer_sum(exact))  # energy kept in the layer
+    pre.set_hit_floor(None)
+    torch.testing.assert_close(pre.inverse(e, y_e, y_s), exact)
 
 
 def test_pipeline_buffers_and_features():

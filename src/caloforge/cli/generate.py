@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import inspect
 import secrets
-import time
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
-from caloforge.cli._common import console, progress_bar, user_errors
+from caloforge.cli._common import console, user_errors
 from caloforge.errors import InputError
 
 
@@ -19,7 +17,7 @@ def generate(
     output: Path = typer.Option(..., "--output", "-o", help="Output CaloChallenge HDF5 file."),
     energies_from: Optional[Path] = typer.Option(None, "--energies-from", help="Use the incident energies of this CaloChallenge file."),
     n: Optional[int] = typer.Option(None, "--n", "-n", help="Number of showers (with --energy; with --energies-from: the first N)."),
-    energy: Optional[str] = typer.Option(None, "--energy", help="Incident energies, e.g. log-uniform:1GeV:100GeV, fixed:50GeV."),
+    energy: Optional[str] = typer.Option(None, "--energy", help="Incident energies, e.g. log-uniform:1GeV:100GeV, fixed:50GeV (default with --n: log-uniform over the model's training range)."),
     batch_size: int = typer.Option(1000, "--batch-size", help="Showers per sampling call."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu or cuda."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch."),
@@ -34,11 +32,6 @@ def generate(
     _run(locals())
 
 
-def _accepts(func, option: str) -> bool:
-    params = inspect.signature(func).parameters
-    return option in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-
-
 @user_errors
 def _run(a: dict[str, Any]) -> None:
     out: Path = a["output"]
@@ -46,8 +39,8 @@ def _run(a: dict[str, Any]) -> None:
     # ----------------------------------------------- argument checks (cheap, nothing written)
     if a["energies_from"] is not None and a["energy"] is not None:
         raise InputError("give either --energies-from or --energy, not both")
-    if a["energies_from"] is None and a["energy"] is None:
-        raise InputError("say which incident energies: --energies-from REF.h5, or --n N --energy SPEC")
+    if a["energies_from"] is None and a["energy"] is None and n is None:
+        raise InputError("say which incident energies: --energies-from REF.h5, or --n N [--energy SPEC]")
     if a["energy"] is not None and n is None:
         raise InputError("--energy needs --n (the number of showers)")
     if n is not None and n < 1:
@@ -68,6 +61,7 @@ def _run(a: dict[str, Any]) -> None:
     import numpy as np
 
     from caloforge.data import open_showers, parse_energy
+    from caloforge.data.energy import EnergySpec
 
     spec = parse_energy(a["energy"]) if a["energy"] is not None else None
     ref = open_showers(a["energies_from"]) if a["energies_from"] is not None else None
@@ -100,106 +94,35 @@ def _run(a: dict[str, Any]) -> None:
             )
         energy_text = f"from {ref.paths[0]}"
     else:
-        assert spec is not None and n is not None
+        assert n is not None
+        if spec is None:  # --n alone: log-uniform over the model's training range
+            e_range = model.energy_range()
+            if e_range is None:
+                raise InputError(f"model {model.name!r} records no training energy range; give --energy SPEC")
+            spec = EnergySpec("log-uniform", (float(e_range[0]), float(e_range[1])))
         energies = spec.sample(n, np.random.default_rng([seed, 1]))
         energy_text = str(spec)
     energies = np.asarray(energies, dtype=np.float32)
     total = len(energies)
 
-    # ---------------------------------------------------------------- sampler
-    options: dict[str, Any] = {}
-    if a["steps"] is not None:
-        if not _accepts(model.sample, "steps"):
-            raise InputError(f"model {model.name!r} has no solver steps to set (--steps)")
-        options["steps"] = a["steps"]
-    if a["onnx"]:
-        draw = _onnx_sampler(model, model_dir, seed, options)
-        backend = "onnxruntime"
-    else:
-        generator = torch.Generator(device=dev).manual_seed(seed)
+    # ------------------------------------------------------- sample and write
+    from caloforge.data.hdf5 import provenance
+    from caloforge.generation import generate_to_file, make_sampler
 
-        def draw(e: np.ndarray) -> np.ndarray:
-            x = model.sample(torch.from_numpy(e).to(dev), generator=generator, **options)
-            return x.detach().to("cpu", torch.float32).numpy()
-
-        backend = f"torch ({dev})"
-
+    sampler = make_sampler(model, device=dev, seed=seed, steps=a["steps"], onnx=a["onnx"], model_dir=model_dir)
     # A small warm-up draw: surfaces unsupported options before any file is opened and keeps
     # one-time costs (CUDA context, kernel selection) out of the throughput figure.
-    if a["onnx"]:
-        draw(energies[: min(8, total)])
-    else:
-        warm = torch.Generator(device=dev).manual_seed(seed + 1)
-        model.sample(torch.from_numpy(energies[: min(8, total)]).to(dev), generator=warm, **options)
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-
-    from caloforge.data.hdf5 import ShowerWriter, provenance
-
+    sampler.warm_up(energies)
     attrs = provenance(
         meta.get("model", model.name), seed=seed, model_path=str(Path(model_dir).resolve()),
-        energies=energy_text, backend=backend, solver_steps=a["steps"], batch_size=batch_size,
+        energies=energy_text, backend=sampler.backend, solver_steps=a["steps"], batch_size=batch_size,
     )
-    sample_s = 0.0
-    with ShowerWriter(out, geometry.n_voxels, attrs=attrs, expected_rows=total) as writer, progress_bar() as bar:
-        task = bar.add_task(f"generating with {model.name}", total=total, info="")
-        for a0 in range(0, total, batch_size):
-            e = energies[a0 : a0 + batch_size]
-            t = time.perf_counter()
-            showers = draw(e)
-            if dev.type == "cuda":
-                torch.cuda.synchronize(dev)
-            sample_s += time.perf_counter() - t
-            if showers.shape != (len(e), geometry.n_voxels):
-                raise RuntimeError(f"model returned showers of shape {showers.shape}, expected {(len(e), geometry.n_voxels)}")
-            writer.append(e, showers)
-            bar.update(task, advance=len(e), info=f"{(a0 + len(e)) / max(sample_s, 1e-9):,.0f} showers/s")
+    result = generate_to_file(model, energies, out, sampler=sampler, batch_size=batch_size, attrs=attrs, console=console)
 
-    rate = total / sample_s if sample_s > 0 else float("inf")
+    rate = result.showers_per_second
     typer.echo(f"wrote {total:,} showers ({geometry.name}) from {model.name} to {out}; seed {seed}")
-    line = f"throughput: {rate:,.1f} showers/s, {1e3 / rate:.3f} ms/shower ({backend}, batch {batch_size}"
+    line = f"throughput: {rate:,.1f} showers/s, {result.ms_per_shower:.3f} ms/shower ({result.backend}, batch {batch_size}"
     if a["steps"] is not None:
         line += f", {a['steps']} solver steps"
     line += "; sampling only, writing excluded)"
     typer.echo(line)
-
-
-def _onnx_sampler(model, model_dir: Path, seed: int, options: dict[str, Any]):
-    """A ``draw(energies) -> showers`` function running the model's ONNX export."""
-    import tempfile
-
-    import numpy as np
-
-    try:
-        from caloforge.export.onnx import OnnxSampler, export_onnx
-    except ModuleNotFoundError as exc:
-        if exc.name in ("onnx", "onnxruntime"):
-            raise InputError("--onnx needs ONNX Runtime: pip install 'caloforge[onnx]'") from None
-        raise InputError("--onnx: ONNX export is not available in this caloforge installation") from None
-    path = Path(model_dir) / "model.onnx"
-    if not path.is_file():
-        path = Path(tempfile.mkdtemp(prefix="caloforge-onnx-")) / "model.onnx"
-        try:
-            export_onnx(model, path)
-        except NotImplementedError as exc:
-            raise InputError(f"model {model.name!r} has no ONNX export ({exc})") from None
-    sampler = OnnxSampler(path)
-    rng = np.random.default_rng([seed, 2])
-    params = inspect.signature(sampler.sample).parameters
-    extra: dict[str, Any] = {}
-    per_call_seed = False
-    if "rng" in params:
-        extra["rng"] = rng
-    elif "seed" in params:
-        per_call_seed = True
-    if "steps" in options:
-        if "steps" not in params:
-            raise InputError("--steps is fixed in the ONNX export; re-export with the steps you want")
-        extra["steps"] = options["steps"]
-
-    def draw(e: np.ndarray) -> np.ndarray:
-        if per_call_seed:  # a fresh, reproducible seed per batch
-            extra["seed"] = int(rng.integers(2**31))
-        return np.asarray(sampler.sample(e, **extra), dtype=np.float32)
-
-    return draw

@@ -51,6 +51,11 @@ class ShowerModel(nn.Module):
         """log p(shower | e_inc) per shower, where the model has a tractable likelihood."""
         raise NotImplementedError(f"model {self.name!r} has no tractable likelihood")
 
+    def energy_range(self) -> tuple[float, float] | None:
+        """The incident energies (MeV, lowest and highest) the model was trained on, where it
+        records them (the default energies of ``caloforge generate --n N``); None otherwise."""
+        return None
+
     # ------------------------------------------------------------------ misc
     @property
     def device(self) -> torch.device:

@@ -81,6 +81,10 @@ class VoxelLogNormal(ShowerModel):
         self.log_sigma_coef = nn.Parameter(torch.zeros(degree + 1, v))
 
     # ------------------------------------------------------------ internals
+    def energy_range(self) -> tuple[float, float]:
+        half = float(self.x_limit * self.log_e_std)
+        return math.exp(float(self.log_e_mean) - half), math.exp(float(self.log_e_mean) + half)
+
     @property
     def threshold(self) -> float:
         return float(self.geometry.readout_threshold)

@@ -51,7 +51,7 @@ from caloforge.models.cfm import ConditionalFlowMatching, _CFMBase, autocast_con
 from caloforge.models.registry import register_model
 
 _ARCH_KEYS = ("shape_alpha", "energy_alpha", "energy_width", "energy_depth", "shape_channels", "shape_blocks",
-              "shape_mid_blocks", "shape_emb")
+              "shape_mid_blocks", "shape_emb", "dequantize")
 
 
 def pair_noise(seeds: Tensor, n_layers: int, n_voxels: int, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
@@ -148,6 +148,8 @@ class CFMStudent(_CFMBase):
         "energy_loss_weight": 1.0,
         "cpu_bf16": "auto",  # bfloat16 autocast in the loss on (AMX) CPUs
         "sample_bf16": False,  # bfloat16 autocast in sampling on the CPU
+        "cpu_chunk": 100,  # sample() on the CPU in slices of this many showers (0: whole batch)
+        "hit_floor": None,  # copied from the teacher (MeV; None: the readout threshold)
     }
 
     def __init__(self, geometry: Geometry, config: dict[str, Any] | None = None):
@@ -224,6 +226,8 @@ class CFMStudent(_CFMBase):
     @torch.no_grad()
     def _copy_from_teacher(self, teacher: ConditionalFlowMatching) -> None:
         self.pre.load_state_dict(teacher.pre.state_dict())
+        self.config["hit_floor"] = teacher.config.get("hit_floor")
+        self.pre.set_hit_floor(self.config["hit_floor"] if isinstance(self.config["hit_floor"], (int, float)) else None)
         if not self.config["init_from_teacher"]:
             return
         differing = [k for k in _ARCH_KEYS if self.config[k] != teacher.config[k]]
@@ -311,4 +315,4 @@ class CFMStudent(_CFMBase):
         for energies and shape. ``bf16``: bfloat16 autocast on the CPU (default config)."""
         e = self._e_inc(e_inc)
         z_e, z_s = self.draw_noise(e.shape[0], generator)
-        return self.sample_from_noise(e, z_e, z_s, bf16)
+        return self._in_chunks(self.sample_from_noise, e, z_e, z_s, bf16=bf16)

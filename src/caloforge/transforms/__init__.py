@@ -7,6 +7,8 @@ learns in :meth:`~Transform.fit` as buffers (saved with a model's weights):
   energy/shape factorisation of CaloDREAM (Favaro et al., arXiv:2405.09629);
 * :class:`Logit` (small alpha, as CaloINN, arXiv:2312.09290, and CaloDREAM), :class:`Standardize`;
 * :class:`LogEnergyScale`: ``log E_inc`` scaled to [0, 1] over the training range (conditioning);
+* :class:`BelowThresholdNoise`: zero voxels dequantised below the readout threshold (continuous
+  density for the flows; the threshold undoes it);
 * :class:`Threshold`: the readout threshold (a projection, applied to generated showers last);
 * :class:`Compose`, and :class:`ShowerPreprocessing`, the composition the CFM models use.
 
@@ -22,9 +24,10 @@ True
 from caloforge.transforms.base import Compose, Transform
 from caloforge.transforms.elementwise import LogEnergyScale, Logit, Standardize, Threshold
 from caloforge.transforms.pipeline import ShowerPreprocessing
-from caloforge.transforms.shower import LayerSum, SequentialFractions, ShapeNormalize
+from caloforge.transforms.shower import BelowThresholdNoise, LayerSum, SequentialFractions, ShapeNormalize, hit_floor
 
 __all__ = [
+    "BelowThresholdNoise",
     "Compose",
     "LayerSum",
     "LogEnergyScale",
@@ -35,4 +38,5 @@ __all__ = [
     "Standardize",
     "Threshold",
     "Transform",
+    "hit_floor",
 ]

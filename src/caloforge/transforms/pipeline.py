@@ -5,7 +5,8 @@ al., arXiv:2405.09629) prepares showers for its energy and shape networks:
 
 * condition ``c = LogEnergyScale(E_inc)`` in [0, 1] over the training range;
 * energy space ``y_E = Standardize(Logit(SequentialFractions(E_layers; E_inc)))`` (B, layers);
-* shape space ``y_S = Standardize(Logit(ShapeNormalize(showers; E_layers)))`` (B, voxels), the
+* shape space ``y_S = Standardize(Logit(BelowThresholdNoise(ShapeNormalize(showers; E_layers))))``
+  (B, voxels; the zero voxels dequantised below the readout threshold when ``dequantize``), the
   standardisation fitted on non-empty layers only (an empty layer's shape is irrelevant), its
   width floored at ``shape_min_std`` logit units (rarely hit voxels would otherwise put their
   hits tens of standard deviations out);
@@ -20,7 +21,7 @@ from torch import Tensor, nn
 from caloforge.geometry import Geometry
 from caloforge.transforms.base import Compose
 from caloforge.transforms.elementwise import LogEnergyScale, Logit, Standardize, Threshold
-from caloforge.transforms.shower import LayerSum, SequentialFractions, ShapeNormalize
+from caloforge.transforms.shower import BelowThresholdNoise, LayerSum, SequentialFractions, ShapeNormalize
 
 
 class ShowerPreprocessing(nn.Module):
@@ -35,6 +36,7 @@ class ShowerPreprocessing(nn.Module):
         feature_clip: float = 5.0,
         shape_min_std: float = 1.0,
         energy_min_std: float = 0.05,
+        dequantize: bool = False,
     ):
         super().__init__()
         n_layers, n_voxels = geometry.n_layers, geometry.n_voxels
@@ -43,7 +45,11 @@ class ShowerPreprocessing(nn.Module):
         self.layer_sum = LayerSum(geometry)
         self.condition = LogEnergyScale()
         self.energy = Compose([SequentialFractions(n_layers, etot_margin), Logit(energy_alpha), Standardize(n_layers, energy_min_std)])
-        self.shape = Compose([ShapeNormalize(geometry), Logit(shape_alpha), Standardize(n_voxels, shape_min_std)])
+        shape = [ShapeNormalize(geometry), Logit(shape_alpha), Standardize(n_voxels, shape_min_std)]
+        self.dequantizer = BelowThresholdNoise(geometry, geometry.readout_threshold) if dequantize else None
+        if self.dequantizer is not None:
+            shape.insert(1, self.dequantizer)
+        self.shape = Compose(shape)
         self.threshold = Threshold(geometry.readout_threshold)
         # log(E_layer / E_inc) of non-empty layers, standardised: the shape network's per-layer input.
         self.layer_log = Standardize(n_layers)
@@ -66,6 +72,12 @@ class ShowerPreprocessing(nn.Module):
         z = self.layer_log(self._log_ratio(e_inc, e_layer)).clamp(-self.feature_clip, self.feature_clip)
         z = torch.where(ok, z, torch.zeros_like(z))
         return torch.stack([z, ok.to(z.dtype)], 1)
+
+    def set_hit_floor(self, floor: float | None) -> None:
+        """Read generated voxels out from ``floor`` MeV up (None: the readout threshold); only
+        with ``dequantize`` (see :class:`BelowThresholdNoise`)."""
+        if self.dequantizer is not None:
+            self.dequantizer.floor = self.threshold_value if floor is None else max(float(floor), self.threshold_value)
 
     # ------------------------------------------------------------------ fitting
     @torch.no_grad()
@@ -98,8 +110,16 @@ class ShowerPreprocessing(nn.Module):
         return e_layer.to(y_energy.dtype)
 
     def shape_inverse(self, y_shape: Tensor, e_layer: Tensor) -> Tensor:
-        """Shape space + layer energies -> showers (MeV), readout threshold applied."""
-        return self.threshold(self.shape.inverse(y_shape, e_layer.to(y_shape.dtype)))
+        """Shape space + layer energies -> showers (MeV), readout threshold (or hit floor) applied.
+
+        The floor is applied to the fractions before the per-layer renormalisation (keeping the
+        layer energy) and once more after it (a renormalisation that scales a layer down can
+        push a kept voxel just below it)."""
+        out = self.threshold(self.shape.inverse(y_shape, e_layer.to(y_shape.dtype)))
+        floor = self.dequantizer.floor if self.dequantizer is not None else 0.0
+        if floor > self.threshold_value:
+            out = torch.where(out >= floor, out, torch.zeros_like(out))
+        return out
 
     def inverse(self, e_inc: Tensor, y_energy: Tensor, y_shape: Tensor) -> Tensor:
         return self.shape_inverse(y_shape, self.energy_inverse(e_inc, y_energy))
