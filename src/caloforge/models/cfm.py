@@ -14,6 +14,9 @@ generated in two conditional steps (see :mod:`caloforge.transforms`):
 2. a **shape network** generates the voxels normalised to their layer's energy (standardised
    logits, alpha = 1e-6) given E_inc and the layer energies; the generated fractions are
    renormalised per layer, multiplied by the layer energies, and the readout threshold applied.
+   Zero voxels are dequantised below the threshold in training (``dequantize``, after CaloFlow)
+   and generated voxels are read out from ``hit_floor`` up, the energy where the training hits
+   begin (see :class:`~caloforge.transforms.BelowThresholdNoise`).
 
 The shape network respects the cylinder: a small 2-D U-Net over (layer, alpha) with the radial
 bins as channels (the radial bins differ in size and content, so they are features rather than a
@@ -284,8 +287,7 @@ class _CFMBase(ShowerModel):
         self.pre = ShowerPreprocessing(
             g, shape_alpha=cfg["shape_alpha"], energy_alpha=cfg["energy_alpha"], dequantize=bool(cfg.get("dequantize", False))
         )
-        floor = cfg.get("hit_floor")
-        self.pre.set_hit_floor(floor if isinstance(floor, (int, float)) else None)
+        self.pre.set_hit_floor(cfg.get("hit_floor"))
         L = g.n_layers
         self.energy_net = EnergyNet(L, cfg["energy_width"], cfg["energy_depth"])
         self.shape_net = ShapeNet(

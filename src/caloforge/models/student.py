@@ -227,7 +227,7 @@ class CFMStudent(_CFMBase):
     def _copy_from_teacher(self, teacher: ConditionalFlowMatching) -> None:
         self.pre.load_state_dict(teacher.pre.state_dict())
         self.config["hit_floor"] = teacher.config.get("hit_floor")
-        self.pre.set_hit_floor(self.config["hit_floor"] if isinstance(self.config["hit_floor"], (int, float)) else None)
+        self.pre.set_hit_floor(self.config["hit_floor"])
         if not self.config["init_from_teacher"]:
             return
         differing = [k for k in _ARCH_KEYS if self.config[k] != teacher.config[k]]

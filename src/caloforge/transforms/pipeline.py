@@ -73,11 +73,13 @@ class ShowerPreprocessing(nn.Module):
         z = torch.where(ok, z, torch.zeros_like(z))
         return torch.stack([z, ok.to(z.dtype)], 1)
 
-    def set_hit_floor(self, floor: float | None) -> None:
-        """Read generated voxels out from ``floor`` MeV up (None: the readout threshold); only
-        with ``dequantize`` (see :class:`BelowThresholdNoise`)."""
+    def set_hit_floor(self, floor: object) -> None:
+        """Read generated voxels out from ``floor`` MeV up (anything but a number, e.g. None or
+        a not yet fitted "auto": the readout threshold); only with ``dequantize`` (see
+        :class:`BelowThresholdNoise`)."""
         if self.dequantizer is not None:
-            self.dequantizer.floor = self.threshold_value if floor is None else max(float(floor), self.threshold_value)
+            number = isinstance(floor, (int, float)) and not isinstance(floor, bool)
+            self.dequantizer.floor = max(float(floor), self.threshold_value) if number else self.threshold_value
 
     # ------------------------------------------------------------------ fitting
     @torch.no_grad()
