@@ -1,13 +1,16 @@
 """The benchmark table of the issue "Generative surrogates": fidelity and speed of every model.
 
-For the shipped models (flow-matching teacher, its one-step student, the per-voxel baseline) and
-the parametric simulator: generate showers for the incident energies of the held-out Geant4
+For the shipped models (the Gaussian copula ``ds2-electrons``, the flow-matching teacher and its
+one-step student, the per-voxel baseline), any ``--extra`` model folders and the parametric
+simulator: generate showers for the incident energies of the held-out Geant4
 showers (the last ``--n-test`` rows of the shared DS2 file, never used in training), evaluate
 them with the CaloChallenge metrics (official classifier protocol), and time generation on the
 CPU at batch sizes 1, 100 and 1000. A Geant4 sample from the training rows gives the floor.
 
     python benchmarks/model_table.py --threads 2 --out bench-output/models
     python benchmarks/model_table.py --models runs/ds2     # teacher/ and student/ of train_ds2.py
+    python benchmarks/model_table.py --only ds2-electrons,copula-uncalibrated \
+        --extra copula-uncalibrated=bench-output/study/copula-uncalibrated_model
 
 Speed: torch float32 at batch 1, 100, 1000 for every model; ONNX Runtime (float32, same
 threads) for the student as well. The table (markdown, with the published CaloChallenge DS2 rows
@@ -61,7 +64,12 @@ def main() -> None:
     ap.add_argument("--fast", action="store_true", help="fast classifier preset instead of the official one")
     ap.add_argument("--teacher-steps", type=int, default=None, help="solver steps of the teacher")
     ap.add_argument("--models", type=Path, default=None,
-                    help="train_ds2.py output folder (teacher/, student/) instead of the shipped models")
+                    help="train_ds2.py output folder (teacher/, student/) instead of the shipped flow-matching models")
+    ap.add_argument("--extra", action="append", default=[], metavar="NAME=DIR",
+                    help="also evaluate the model folder DIR under NAME (repeatable)")
+    ap.add_argument("--only", default=None,
+                    help="comma-separated names: evaluate only these models (the Geant4 floor always; "
+                         "'parametric' for the simulator)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -86,23 +94,31 @@ def main() -> None:
     samples = {"Geant4 (training rows)": args.out / "geant4_train_rows.h5"}
     e_pool = np.exp(np.random.default_rng(0).uniform(np.log(1e3), np.log(1e5), 4000)).astype(np.float32)
 
-    sim = ParametricSimulator("ds2")
-    rng = np.random.default_rng(1)
-    sim_draw = lambda e: sim.sample(e, rng)  # noqa: E731
-    t = time.perf_counter()
-    write_showers(args.out / "parametric.h5", e_test, sim_draw(e_test), provenance("parametric"))
-    rows["parametric simulator"] = {"gen_s": time.perf_counter() - t, "parameters": 0, "train_s": None,
-                                    "ms": {b: ms_per_shower(sim_draw, e_pool, b) for b in (1, 100, 1000)}}
-    samples["parametric simulator"] = args.out / "parametric.h5"
+    only = None if args.only is None else set(args.only.split(","))
+    if only is None or "parametric" in only:
+        sim = ParametricSimulator("ds2")
+        rng = np.random.default_rng(1)
+        sim_draw = lambda e: sim.sample(e, rng)  # noqa: E731
+        t = time.perf_counter()
+        write_showers(args.out / "parametric.h5", e_test, sim_draw(e_test), provenance("parametric"))
+        rows["parametric simulator"] = {"gen_s": time.perf_counter() - t, "parameters": 0, "train_s": None,
+                                        "ms": {b: ms_per_shower(sim_draw, e_pool, b) for b in (1, 100, 1000)}}
+        samples["parametric simulator"] = args.out / "parametric.h5"
 
-    models = {"ds2-electrons": "ds2-electrons", "ds2-electrons-teacher": "ds2-electrons-teacher",
-              "voxel-lognormal-ds2": "voxel-lognormal-ds2"}
+    models = {"ds2-electrons": "ds2-electrons", "ds2-electrons-cfm": "ds2-electrons-cfm",
+              "ds2-electrons-teacher": "ds2-electrons-teacher", "voxel-lognormal-ds2": "voxel-lognormal-ds2"}
     if args.models is not None:
-        models["ds2-electrons"] = str(args.models / "student")
+        models["ds2-electrons-cfm"] = str(args.models / "student")
         models["ds2-electrons-teacher"] = str(args.models / "teacher")
+    for item in args.extra:
+        name, _, where = item.partition("=")
+        models[name] = where
+    if only is not None:
+        models = {k: v for k, v in models.items() if k in only}
     for name, where in models.items():
         model_dir = resolve(where)
         model = load_model(model_dir)
+        torch.manual_seed(0)
         meta = json.loads((Path(model_dir) / "model.json").read_text())
         gen = torch.Generator().manual_seed(1)
         opts = {"steps": args.teacher_steps} if (args.teacher_steps and model.name == "cfm") else {}
@@ -117,7 +133,8 @@ def main() -> None:
         samples[name] = args.out / f"{name}.h5"
         ms = {b: ms_per_shower(draw, e_pool, b, min_time=1.0 if b == 1 else 1.5) for b in (1, 100, 1000)}
         rows[name] = {"gen_s": gen_s, "parameters": model.n_parameters(), "ms": ms,
-                      "train_s": (meta.get("training") or {}).get("seconds"), "model": model.name}
+                      "train_s": (meta.get("training") or {}).get("seconds"), "model": model.name,
+                      "stored": sum(t.numel() for t in model.state_dict().values())}
         if model.name == "cfm-student":
             rows[name]["ms_onnx"] = onnx_ms(model, e_pool, args.threads)
         print(name, rows[name], flush=True)
@@ -131,7 +148,7 @@ def main() -> None:
     lines = [f"DS2 electrons 1-100 GeV: {args.n_test} held-out Geant4 showers as reference; "
              f"{args.threads} CPU threads; classifier: {'fast' if args.fast else 'official'} protocol", "",
              "| model | AUC low | AUC high | FPD x1e3 | KPD x1e3 | sep. E_tot/E_inc | ms/shower b=1 | b=100 | b=1000 "
-             "| parameters | training |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| parameters (numbers stored) | training |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     fmt = lambda d: "–" if not d or d.get("value") is None else f"{d['value']:.3g} ± {d['error']:.2g}"  # noqa: E731
     for b in res["generated"]:
         r = rows.get(b["name"], {})
@@ -139,10 +156,11 @@ def main() -> None:
         times = [f"{ms[k]:.3g}" if k in ms else "–" for k in (1, 100, 1000)]
         if r.get("ms_onnx"):
             times = [f"{t} (onnx {r['ms_onnx'][k]:.3g})" for t, k in zip(times, (1, 100, 1000))]
-        train = f"{r['train_s'] / 60:.0f} min CPU" if r.get("train_s") else "–"
+        train = f"{r['train_s'] / 60:.1f} min CPU" if r.get("train_s") else "–"
+        stored = f" ({r['stored']:,})" if r.get("stored") else ""
         lines.append(f"| {b['name']} | {b['cls_low']['auc']:.3f} | {b['cls_high']['auc']:.3f} | {fmt(b.get('fpd'))} | "
                      f"{fmt(b.get('kpd'))} | {b['separation_power']['etot_einc']:.2e} | " + " | ".join(times)
-                     + f" | {r.get('parameters', '–')} | {train} |")
+                     + f" | {r.get('parameters', '–')}{stored} | {train} |")
     from caloforge.evaluation.published import published_results
 
     lines += ["", "CaloChallenge DS2 (published, official FTFP_BERT files, their hardware; CPU ms at batch 1/100/10000):",

@@ -14,11 +14,13 @@ runner = CliRunner()
 
 def test_shipped_models_are_listed():
     shipped = list_pretrained()
-    assert {"ds2-electrons", "ds2-electrons-teacher", "voxel-lognormal-ds2"} <= set(shipped)
-    assert shipped["ds2-electrons"]["model"] == "cfm-student"
+    assert {"ds2-electrons", "ds2-electrons-cfm", "ds2-electrons-teacher", "voxel-lognormal-ds2"} <= set(shipped)
+    assert shipped["ds2-electrons"]["model"] == "copula"
+    assert shipped["ds2-electrons-cfm"]["model"] == "cfm-student"
 
 
-@pytest.mark.parametrize("name, extra", [("ds2-electrons", []), ("ds2-electrons-teacher", ["--steps", "4"])])
+@pytest.mark.parametrize("name, extra", [("ds2-electrons", []), ("ds2-electrons-cfm", []),
+                                         ("ds2-electrons-teacher", ["--steps", "4"])])
 def test_shipped_model_generates_physical_showers(name, extra, tmp_path):
     out = tmp_path / "out.h5"
     r = runner.invoke(app, ["generate", name, "--n", "200", "--energy", "log-uniform:1GeV:100GeV", "-o", str(out),

@@ -189,7 +189,11 @@ def _run(a: dict[str, Any]) -> None:
     )
     val_text = f", validation loss {result.val_loss:.5g}" if result.val_loss is not None else ""
     loss_text = f"loss {result.train_loss:.5g}" if result.train_loss is not None else "no loss"
-    if result.stop_reason == "completed":
+    if result.stop_reason == "fitted":
+        say(f"fitted {model.name} in closed form in {result.elapsed_s:.1f} s; model in {result.model_dir}", highlight=False)
+        say(f"generate with: caloforge generate {out} --n 1000 --energy log-uniform:1GeV:100GeV -o showers.h5",
+            highlight=False)
+    elif result.stop_reason == "completed":
         say(f"trained {result.step:,} steps ({loss_text}{val_text}) in {result.elapsed_s:.1f} s; "
             f"model in {result.model_dir}", highlight=False)
         say(f"generate with: caloforge generate {out} --n 1000 --energy log-uniform:1GeV:100GeV -o showers.h5",

@@ -69,7 +69,7 @@ class TrainResult:
     run_dir: Path | None = None
     model_dir: Path | None = None
     resumed_from: int | None = None
-    stop_reason: str = "completed"  # completed | max_time | stop_at | interrupted
+    stop_reason: str = "completed"  # completed | max_time | stop_at | interrupted | fitted (closed form)
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -283,6 +283,7 @@ def _train(model, train_data, val_data, info: D.DistInfo, dev: torch.device, **o
 
     # ------------------------------------------------------------ model & co.
     model.to(dev)
+    t_fit = time.monotonic()
     resume_state = None
     if o["resume"]:
         tensors, resume_state = load_checkpoint(ckpt_dir)
@@ -295,12 +296,16 @@ def _train(model, train_data, val_data, info: D.DistInfo, dev: torch.device, **o
     else:
         _seed_all(seed, 0)
         # Every rank computes the statistics on the same full training set: identical buffers.
+        say(f"fitting {model.name} statistics on {len(e_all)} showers")
         model.fit_preprocessing(e_all, s_all)
     model.train()
     ema = EMA(model, o["ema_decay"]) if o["ema_decay"] is not None else None
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
-        raise TrainingError(f"model {model.name!r} has no trainable parameters")
+        # A closed-form model (e.g. ``copula``) is complete once fitted: save it, no steps.
+        if o["resume"]:
+            raise TrainingError(f"model {model.name!r} is fitted in closed form; there is nothing to resume")
+        return _finish_fitted(model, run_dir, main, info, train_data, seed, steps, time.monotonic() - t_fit)
     optimizer = torch.optim.AdamW(params, lr=o["lr"], weight_decay=o["weight_decay"])
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, steps, warmup, o["min_lr_ratio"])
@@ -487,6 +492,25 @@ def _train(model, train_data, val_data, info: D.DistInfo, dev: torch.device, **o
 
 
 # ---------------------------------------------------------------------- helpers
+def _finish_fitted(model, run_dir, main, info, train_data, seed, steps, fit_s) -> TrainResult:
+    model.eval()
+    model_dir = None
+    if run_dir is not None:
+        model_dir = run_dir / MODEL_DIR
+        if main:
+            from caloforge.models.serialization import save_model
+
+            save_model(model, model_dir, extra={"training": {
+                "run_dir": str(run_dir.resolve()), "step": 0, "steps": 0, "seconds": fit_s, "seed": seed,
+                "stop_reason": "fitted", "data": data_paths(train_data),
+            }})
+        D.barrier(info)
+    if main:
+        _console.print(f"{model.name}: fitted in closed form in {fit_s:.1f} s (no optimisation steps)")
+    return TrainResult(step=0, steps=0, completed=True, train_loss=None, val_loss=None, elapsed_s=fit_s,
+                       steps_per_s=0.0, run_dir=run_dir, model_dir=model_dir, stop_reason="fitted")
+
+
 def _progress(enabled: bool):
     from caloforge._progress import make_progress
 
