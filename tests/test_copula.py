@@ -157,3 +157,12 @@ def test_sim_quantile_takes_the_data_marginals():
     raw = m.simulate(e, torch.Generator().manual_seed(2))
     assert abs(float(s.sum() / x.sum()) - 1) < 0.05
     assert abs(float(raw.sum() / x.sum()) - 1 / 1.3) < 0.05
+
+
+def test_copula_calibration_can_be_skipped(copula):
+    e = torch.full((30,), 2e4)
+    cal = copula.sample(e, generator=torch.Generator().manual_seed(1))
+    raw = copula.sample(e, generator=torch.Generator().manual_seed(1), calibrate=False)
+    assert not torch.equal(cal, raw)
+    # the calibration keeps every shower's total energy (keep_total) and its ranks
+    assert torch.allclose(cal.sum(1), raw.sum(1), rtol=0.02)

@@ -348,7 +348,8 @@ class GaussianCopula(ShowerModel):
         return torch.where(x >= thr, x, torch.zeros_like(x)) if thr > 0 else x
 
     def showers_from_noise(
-        self, e_inc: Tensor, z_energy: Tensor, z_shape: Tensor, generator: torch.Generator | None = None
+        self, e_inc: Tensor, z_energy: Tensor, z_shape: Tensor, generator: torch.Generator | None = None,
+        calibrate: bool | None = None,
     ) -> Tensor:
         """Map standard-normal noise to showers (MeV): ``z_energy`` (B, 1 + layers) drives E_tot
         and the layer energies, ``z_shape`` (B, voxels) the shapes. With the calibration, the
@@ -357,7 +358,7 @@ class GaussianCopula(ShowerModel):
         hit voxels would not trace into a fixed graph either); sample with torch."""
         e = e_inc.reshape(-1).to(self.chol.dtype)
         x = self._uncalibrated(e, z_energy.to(self.chol.dtype), z_shape.to(self.chol.dtype))
-        if self.config["calibrate"]:
+        if self.config["calibrate"] and calibrate is not False:
             raw_total = x.sum(1, keepdim=True)
             x = self.output_data.from_uniform(self.output_model.to_uniform(x, e, generator), e)
             if self.config["keep_total"]:  # the copula's E_tot is exact by construction: keep it
@@ -368,13 +369,18 @@ class GaussianCopula(ShowerModel):
 
     @torch.no_grad()
     def sample(self, e_inc: Tensor, generator: torch.Generator | None = None, **options: Any) -> Tensor:
+        """Showers (B, voxels) MeV. Option ``calibrate=False`` skips the output calibration of a
+        calibrated model (faster, see the README's model table for the fidelity it costs)."""
+        calibrate = options.pop("calibrate", None)
         if options:
             raise InputError(f"model {self.name!r} takes no sampling option(s) {', '.join(sorted(options))}")
+        if calibrate and not self.config["calibrate"]:
+            raise InputError("this copula was fitted without the output calibration")
         e = e_inc.reshape(-1).to(self.device)
         out = []
         for a in range(0, len(e), 2000):
             eb = e[a : a + 2000]
             z_s = torch.randn(len(eb), self.n_scalars, generator=generator, device=self.device)
             z = torch.randn(len(eb), self.geometry.n_voxels, generator=generator, device=self.device)
-            out.append(self.showers_from_noise(eb, z_s, z, generator))
+            out.append(self.showers_from_noise(eb, z_s, z, generator, calibrate))
         return torch.cat(out) if out else torch.zeros(0, self.geometry.n_voxels)
