@@ -470,18 +470,10 @@ def _train(model, train_data, val_data, info: D.DistInfo, dev: torch.device, **o
         last_val = _validate(model, ema, val, batch_size, dev, data_dev, amp_dtype, info, seed)
     if ema is not None:
         ema.copy_to(model)
-    model.eval()
-    model_dir = None
-    if run_dir is not None:
-        model_dir = run_dir / MODEL_DIR
-        if main:
-            from caloforge.models.serialization import save_model
-
-            save_model(model, model_dir, extra={"training": {
-                "run_dir": str(run_dir.resolve()), "step": step, "steps": steps, "train_loss": last_loss,
-                "val_loss": last_val, "seed": seed, "ema_decay": o["ema_decay"], "data": data_paths(train_data),
-            }})
-        D.barrier(info)
+    model_dir = _save_final(model, run_dir, main, info, {
+        "step": step, "steps": steps, "train_loss": last_loss, "val_loss": last_val, "seed": seed,
+        "ema_decay": o["ema_decay"], "data": data_paths(train_data),
+    })
     elapsed = time.monotonic() - t0
     return TrainResult(
         step=step, steps=steps, completed=step >= steps, train_loss=last_loss, val_loss=last_val,
@@ -492,19 +484,24 @@ def _train(model, train_data, val_data, info: D.DistInfo, dev: torch.device, **o
 
 
 # ---------------------------------------------------------------------- helpers
-def _finish_fitted(model, run_dir, main, info, train_data, seed, steps, fit_s) -> TrainResult:
+def _save_final(model, run_dir, main, info, training: dict[str, Any]) -> Path | None:
+    """Put the model in eval mode and save it into ``run_dir/model`` (rank 0), if there is a run folder."""
     model.eval()
-    model_dir = None
-    if run_dir is not None:
-        model_dir = run_dir / MODEL_DIR
-        if main:
-            from caloforge.models.serialization import save_model
+    if run_dir is None:
+        return None
+    model_dir = run_dir / MODEL_DIR
+    if main:
+        from caloforge.models.serialization import save_model
 
-            save_model(model, model_dir, extra={"training": {
-                "run_dir": str(run_dir.resolve()), "step": 0, "steps": 0, "seconds": fit_s, "seed": seed,
-                "stop_reason": "fitted", "data": data_paths(train_data),
-            }})
-        D.barrier(info)
+        save_model(model, model_dir, extra={"training": {"run_dir": str(run_dir.resolve()), **training}})
+    D.barrier(info)
+    return model_dir
+
+
+def _finish_fitted(model, run_dir, main, info, train_data, seed, steps, fit_s) -> TrainResult:
+    model_dir = _save_final(model, run_dir, main, info, {
+        "step": 0, "steps": 0, "seconds": fit_s, "seed": seed, "stop_reason": "fitted", "data": data_paths(train_data),
+    })
     if main:
         _console.print(f"{model.name}: fitted in closed form in {fit_s:.1f} s (no optimisation steps)")
     return TrainResult(step=0, steps=0, completed=True, train_loss=None, val_loss=None, elapsed_s=fit_s,
