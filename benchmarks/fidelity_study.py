@@ -159,8 +159,10 @@ def run_cfm(args) -> None:
 
 def table(args) -> None:
     rows = [json.loads(l) for l in (args.out / "curves.jsonl").read_text().splitlines() if l.strip()]
-    print("| design | training showers | training min (2 CPU threads) | AUC low | AUC high | hits 0.1-0.3 | 0.3-1 | 3-10 | 10-30 MeV | top voxel / E_inc | even/odd alpha |")
+    print("| design | training showers | fit / training min (2 CPU threads; cfm 1) | AUC low | AUC high | hits 0.1-0.3 | 0.3-1 | 3-10 | 10-30 MeV | top voxel / E_inc | even/odd alpha |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
+    order = list(dict.fromkeys(r["design"] for r in rows))
+    rows = sorted(rows, key=lambda r: (order.index(r["design"]), r["train_min"]))
     for r in rows:
         hi = f"{r['auc_high']:.3f}" if "auc_high" in r else "–"
         print(f"| {r['design']} | {r['n_train']} | {r['train_min']:.2f} | {r['auc_low']:.3f} | {hi} | {r['hits_0.1-0.3MeV']:.1f} | "
