@@ -210,14 +210,6 @@ class GaussianCopula(ShowerModel):
         frac = x / lay[:, self.layer_of_voxel].clamp(min=1e-30)
         return lay.sum(-1, keepdim=True), lay, frac
 
-    def gaussianize(self, e_inc: Tensor, showers: Tensor) -> tuple[Tensor, Tensor]:
-        """(B, 1 + layers) alpha-invariant normal scores (E_tot, layer fractions) and (B, voxels)."""
-        e = e_inc.reshape(-1).float()
-        tot, lay, frac = self._split(showers.float())
-        one = torch.ones(())
-        z_s = torch.cat([self.total(tot / e[:, None], e, scale=one), self.layers(lay / tot.clamp(min=1e-30), e, scale=one)], 1)
-        return z_s, self.voxels(frac, self._voxel_cond(e, lay), scale=one)
-
     @torch.no_grad()
     def fit_preprocessing(self, e_inc: Tensor, showers: Tensor) -> None:
         e = e_inc.reshape(-1).float().cpu()
@@ -315,16 +307,22 @@ class GaussianCopula(ShowerModel):
         y = torch.cat([y0[:, None, :d], y_rest], 1)
         return y0[:, d:], self._from_modes(y)
 
-    def _raw_fractions(self, e: Tensor, z_scalar: Tensor, z_shape: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """E_tot (B, 1), layer fractions (B, layers) and voxel fractions of their layer, each
-        renormalised to sum to one, before calibration."""
+    def _unnormalised(self, e: Tensor, z_scalar: Tensor, z_shape: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """E_tot (B, 1), the layer fractions (B, layers) as drawn, and the voxel fractions as drawn
+        (every layer with at least one hit), for layer energies from the renormalised fractions."""
         z_s, z_v = self.correlated_scores(e, z_scalar, z_shape)
         one = torch.ones((), dtype=e.dtype, device=e.device)
         tot = self.total.inverse(z_s[:, :1], e, scale=one) * e[:, None]
-        lay = _normalise(self.layers.inverse(z_s[:, 1:], e, scale=one), None)
-        v_cond = self._voxel_cond(e, lay * tot)
-        frac = _normalise(_ensure_hit(self.voxels.inverse(z_v, v_cond, scale=one), z_v, self.geometry.n_layers), self.geometry.n_layers)
-        return tot, lay, frac
+        lay_raw = self.layers.inverse(z_s[:, 1:], e, scale=one)
+        v_cond = self._voxel_cond(e, _normalise(lay_raw, None) * tot)
+        frac_raw = _ensure_hit(self.voxels.inverse(z_v, v_cond, scale=one), z_v, self.geometry.n_layers)
+        return tot, lay_raw, frac_raw
+
+    def _raw_fractions(self, e: Tensor, z_scalar: Tensor, z_shape: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """E_tot (B, 1), layer fractions (B, layers) and voxel fractions of their layer, each
+        renormalised to sum to one, before calibration."""
+        tot, lay_raw, frac_raw = self._unnormalised(e, z_scalar, z_shape)
+        return tot, _normalise(lay_raw, None), _normalise(frac_raw, self.geometry.n_layers)
 
     @torch.no_grad()
     def raw_fraction_sums(self, e_inc: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
@@ -333,13 +331,8 @@ class GaussianCopula(ShowerModel):
         e = e_inc.reshape(-1).float()
         z_s = torch.randn(len(e), self.n_scalars, generator=generator)
         z = torch.randn(len(e), self.geometry.n_voxels, generator=generator)
-        z_s, z_v = self.correlated_scores(e, z_s, z)
-        one = torch.ones(())
-        tot = self.total.inverse(z_s[:, :1], e, scale=one) * e[:, None]
-        lay_raw = self.layers.inverse(z_s[:, 1:], e, scale=one)
-        lay = _normalise(lay_raw, None)
-        frac = _ensure_hit(self.voxels.inverse(z_v, self._voxel_cond(e, lay * tot), scale=one), z_v, self.geometry.n_layers)
-        return lay_raw.sum(1), frac.reshape(len(e), self.geometry.n_layers, -1).sum(-1)
+        _, lay_raw, frac_raw = self._unnormalised(e, z_s, z)
+        return lay_raw.sum(1), frac_raw.reshape(len(e), self.geometry.n_layers, -1).sum(-1)
 
     def _uncalibrated(self, e: Tensor, z_scalar: Tensor, z_shape: Tensor) -> Tensor:
         tot, lay, frac = self._raw_fractions(e, z_scalar, z_shape)

@@ -305,7 +305,7 @@ def _train(model, train_data, val_data, info: D.DistInfo, dev: torch.device, **o
         # A closed-form model (e.g. ``copula``) is complete once fitted: save it, no steps.
         if o["resume"]:
             raise TrainingError(f"model {model.name!r} is fitted in closed form; there is nothing to resume")
-        return _finish_fitted(model, run_dir, main, info, train_data, seed, steps, time.monotonic() - t_fit)
+        return _finish_fitted(model, run_dir, main, info, train_data, seed, time.monotonic() - t_fit)
     optimizer = torch.optim.AdamW(params, lr=o["lr"], weight_decay=o["weight_decay"])
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, steps, warmup, o["min_lr_ratio"])
@@ -498,7 +498,7 @@ def _save_final(model, run_dir, main, info, training: dict[str, Any]) -> Path | 
     return model_dir
 
 
-def _finish_fitted(model, run_dir, main, info, train_data, seed, steps, fit_s) -> TrainResult:
+def _finish_fitted(model, run_dir, main, info, train_data, seed, fit_s) -> TrainResult:
     model_dir = _save_final(model, run_dir, main, info, {
         "step": 0, "steps": 0, "seconds": fit_s, "seed": seed, "stop_reason": "fitted", "data": data_paths(train_data),
     })

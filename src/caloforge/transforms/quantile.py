@@ -128,7 +128,7 @@ class ConditionalQuantileGaussianizer(Transform):
         self.register_buffer("voxel_class", torch.from_numpy(cls).long(), persistent=False)
         self.register_buffer("class_group", torch.from_numpy(grp).long(), persistent=False)
         self.register_buffer("voxel_group", torch.from_numpy(grp[cls]).long(), persistent=False)
-        shape = (self.n_bins,) if groups is None else (self.n_groups, self.n_bins)  # (bins,): files of before groups
+        shape = (self.n_bins,) if groups is None else (self.n_groups, self.n_bins)  # one row of bin centres per group
         self.register_buffer("centres", torch.linspace(math.log(1e3), math.log(1e6), self.n_bins).expand(shape).clone())
         self.register_buffer("p0", torch.full((self.n_bins, self.n_classes), 0.5))
         self.register_buffer("knots", torch.linspace(-10.0, 0.0, self.n_knots).repeat(self.n_bins, self.n_classes, 1))
@@ -184,9 +184,10 @@ class ConditionalQuantileGaussianizer(Transform):
                 hit = self._hits(xs)
                 if scale is None:
                     sc = log_c[rows, g][:, None]
+                elif scale.dim() == 0:
+                    sc = torch.log(scale.double().clamp(min=1e-30))
                 else:
-                    sc_full = torch.broadcast_to(scale, x.shape) if scale.dim() > 0 else scale
-                    sc = torch.log(sc_full[rows][:, vox].to(torch.float64).clamp(min=1e-30)) if scale.dim() > 0 else torch.log(scale.double().clamp(min=1e-30))
+                    sc = torch.log(torch.broadcast_to(scale, x.shape)[rows][:, vox].double().clamp(min=1e-30))
                 y = torch.log(xs.clamp(min=1e-30)) - sc
                 n_cls = torch.bincount(local, minlength=len(classes)).double() * len(rows)
                 n_hit = torch.zeros(len(classes), dtype=torch.float64).index_add_(0, local, hit.sum(0).double())
