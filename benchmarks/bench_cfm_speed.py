@@ -53,8 +53,8 @@ def main() -> None:
     else:
         g = get_geometry("ds2")
         teacher, student = build_model("cfm", g).eval(), build_model("cfm-student", g).eval()
-    steps = int(teacher.config["steps"] if a.steps is None else a.steps)
-    solver = teacher.config["solver"] if a.solver is None else a.solver
+    opts = teacher.solver_options(a.steps, a.solver)
+    steps, solver = opts["steps"], opts["solver"]
     rows = []
 
     def torch_fn(model, batch, **opt):

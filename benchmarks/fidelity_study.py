@@ -109,7 +109,7 @@ def run_closed_form(name: str, args, configs: dict[str, dict]) -> None:
             model = build_model(name, g, cfg)
             rows = slice(0, n)
             t = time.perf_counter()
-            model.fit_preprocessing(torch.from_numpy(e[rows]), torch.from_numpy(x[rows]))
+            model.fit(torch.from_numpy(e[rows]), torch.from_numpy(x[rows]))
             fit_s = time.perf_counter() - t
             xg, gen_s = generate(model, et)
             row = {"design": label, "n_train": len(e[rows]), "train_min": fit_s / 60, "gen_ms_per_shower": 1e3 * gen_s / len(et),
@@ -146,7 +146,6 @@ def run_cfm(args) -> None:
                     run_dir=run_dir, resume=k > 0, seed=0, device="cpu", progress=False, checkpoint_every=1e9)
         total += res.elapsed_s
         model = load_model(run_dir / "model")
-        config = model.config  # with the fitted hit floor, as the checkpoint records it
         xg, gen_s = generate(model, et, steps=args.steps)
         row = {"design": "cfm", "n_train": len(e), "train_min": total / 60, "step": res.step, "steps": steps,
                "gen_ms_per_shower": 1e3 * gen_s / len(et),

@@ -218,8 +218,7 @@ def main(argv: list[str] | None = None) -> None:
     summary["teacher_parameters"] = teacher.n_parameters()
 
     # ------------------------------------------------------------ student
-    arch = {k: teacher.config[k] for k in ("shape_alpha", "energy_alpha", "energy_width", "energy_depth",
-                                            "shape_channels", "shape_blocks", "shape_mid_blocks", "shape_emb", "dequantize")}
+    arch = teacher.config.architecture()
     student = build_model("cfm-student", geometry, {**arch, "n_pairs": a.n_pairs, "pair_steps": a.pair_steps,
                                                      "teacher": str(a.out / "teacher"),
                                                      "pairs_file": str(a.out / "pairs.safetensors")})

@@ -46,7 +46,7 @@ def data():
 def copula(data):
     torch.manual_seed(0)
     m = build_model("copula", G, SMALL)
-    m.fit_preprocessing(*data)
+    m.fit(*data)
     return m
 
 
@@ -108,7 +108,7 @@ def test_copula_is_alpha_symmetric_even_for_tilted_data():
     d = per_alpha(x)
     assert float(d.max() / d.min()) > 1.5  # the data are not flat
     m = build_model("copula", G, SMALL)
-    m.fit_preprocessing(e, x)
+    m.fit(e, x)
     s = m.sample(e.repeat(5), generator=torch.Generator().manual_seed(0))
     p = per_alpha(s)
     assert float((p / p.mean() - 1).abs().max()) < 0.03
@@ -152,7 +152,7 @@ def test_sim_quantile_takes_the_data_marginals():
     e = torch.exp(torch.empty(300).uniform_(8.5, 10.5, generator=torch.Generator().manual_seed(0)))
     x = m.simulate(e, torch.Generator().manual_seed(1))
     x = x * 1.3  # "data": the simulator 30% hotter
-    m.fit_preprocessing(e, x)
+    m.fit(e, x)
     s = m.sample(e, generator=torch.Generator().manual_seed(2))
     raw = m.simulate(e, torch.Generator().manual_seed(2))
     assert abs(float(s.sum() / x.sum()) - 1) < 0.05

@@ -78,10 +78,9 @@ def test_unsupported_options_are_input_errors(model, energies):
         make_sampler(NoSteps(GEOMETRY), seed=0, steps=4)
     with pytest.raises(InputError, match="at least 1"):
         make_sampler(model, seed=0, steps=0)
-    # voxel-lognormal takes **options but refuses them when sampling: the warm-up finds out
-    s = make_sampler(model, seed=0, steps=4)
-    with pytest.raises(InputError, match="takes no sampling option"):
-        s.warm_up(energies)
+    # voxel-lognormal declares no solver steps: refused before anything is drawn
+    with pytest.raises(InputError, match="no solver steps"):
+        make_sampler(model, seed=0, steps=4)
     with pytest.raises(InputError, match="batch_size"):
         generate(model, energies, batch_size=0)
     with pytest.raises(InputError, match="non-positive"):

@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from caloforge.cli.main import app
+from caloforge.errors import InputError
 from caloforge.data import read_showers, write_showers
 from caloforge.geometry import get_geometry
 from caloforge.models import available_models, build_model, load_model
@@ -111,7 +112,7 @@ def test_voxel_lognormal_is_registered_and_genuine(tmp_path):
     save_model(model, tmp_path / "m")
     again = load_model(tmp_path / "m")
     assert torch.allclose(again.log_prob(et, st), lp.detach())
-    with pytest.raises(Exception, match="unknown config"):
+    with pytest.raises(InputError, match="unknown key .bogus."):
         build_model("voxel-lognormal", GEOMETRY, {"bogus": 1})
 
 

@@ -51,7 +51,10 @@ def demo(
     _step("4/6 train a surrogate", ["train", "--model", model, "--data", str(train_h5), "--val-fraction", "0.1",
                                    "-o", str(run_dir), "--max-time", train_time, "--seed", str(seed)])
     gen_args = ["generate", str(run_dir), "--energies-from", str(ref_h5), "-o", str(gen_h5), "--seed", str(seed)]
-    if model == "cfm":
+    from caloforge.models import get_model_class
+    from caloforge.models.capabilities import capabilities
+
+    if "SolverSteps" in capabilities(get_model_class(model)):
         gen_args += ["--steps", "6"]  # fewer ODE steps: a quicker demo
     _step("5/6 generate", gen_args)
     _step("6/6 evaluate", ["evaluate", str(ref_h5), str(gen_h5), "-o", str(eval_dir), "--names", model,

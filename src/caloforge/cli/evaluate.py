@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from caloforge.cli._common import console, progress_bar, user_errors
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
 
 
 def _files(arg: str) -> list[Path]:
@@ -40,10 +44,10 @@ def evaluate(
 ) -> None:
     """Evaluate generated showers against a reference: metrics.json, report.html and plots."""
     from caloforge.data import open_showers
+    from caloforge.errors import InputError
     from caloforge.evaluation.classifier import ClassifierConfig
     from caloforge.evaluation.pipeline import EvaluationOptions, evaluate as run, write_json
     from caloforge.evaluation.report import write_report
-    from caloforge.errors import InputError
     from caloforge.geometry import get_geometry
 
     geometry = get_geometry(dataset) if dataset else None
@@ -59,7 +63,7 @@ def evaluate(
             name += "'"
         gens[str(name)] = f
     cfg = ClassifierConfig.fast() if fast else ClassifierConfig.official()
-    overrides = {"max_epochs": cls_epochs, "hidden_units": cls_width, "hidden_layers": cls_depth,
+    overrides: dict[str, Any] = {"max_epochs": cls_epochs, "hidden_units": cls_width, "hidden_layers": cls_depth,
                  "batch_size": cls_batch_size}
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if overrides:
@@ -75,7 +79,7 @@ def evaluate(
     )
     output.mkdir(parents=True, exist_ok=True)
     with progress_bar() as bar:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
 
         def progress(task: str, done: float, total: float) -> None:
             if task not in tasks:

@@ -58,10 +58,7 @@ def _run(a: dict[str, Any]) -> None:
         raise InputError("output folder does not exist", parent)
     seed = a["seed"] if a["seed"] is not None else secrets.randbelow(2**31)
 
-    import numpy as np
-
     from caloforge.data import open_showers, parse_energy
-    from caloforge.data.energy import EnergySpec
 
     spec = parse_energy(a["energy"]) if a["energy"] is not None else None
     ref = open_showers(a["energies_from"]) if a["energies_from"] is not None else None
@@ -81,28 +78,15 @@ def _run(a: dict[str, Any]) -> None:
     geometry = model.geometry
 
     # --------------------------------------------------------------- energies
-    if ref is not None:
-        energies = ref.incident_energies()
-        if n is not None:
-            if n > len(energies):
-                raise InputError(f"holds {len(energies)} incident energies, fewer than --n {n}", ref.paths[0])
-            energies = energies[:n]
-        if ref.geometry.n_voxels != geometry.n_voxels:
-            console.print(
-                f"[yellow]note:[/] {ref.paths[0]} is {ref.geometry.name} but the model generates {geometry.name}; "
-                "only its incident energies are used", highlight=False,
-            )
-        energy_text = f"from {ref.paths[0]}"
-    else:
-        assert n is not None
-        if spec is None:  # --n alone: log-uniform over the model's training range
-            e_range = model.energy_range()
-            if e_range is None:
-                raise InputError(f"model {model.name!r} records no training energy range; give --energy SPEC")
-            spec = EnergySpec("log-uniform", (float(e_range[0]), float(e_range[1])))
-        energies = spec.sample(n, np.random.default_rng([seed, 1]))
-        energy_text = str(spec)
-    energies = np.asarray(energies, dtype=np.float32)
+    from caloforge.generation.energies import choose_energies
+
+    if ref is not None and ref.geometry.n_voxels != geometry.n_voxels:
+        console.print(
+            f"[yellow]note:[/] {ref.paths[0]} is {ref.geometry.name} but the model generates {geometry.name}; "
+            "only its incident energies are used", highlight=False,
+        )
+    chosen = choose_energies(model, reference=ref, n=n, spec=spec, seed=seed)
+    energies, energy_text = chosen.values, chosen.description
     total = len(energies)
 
     # ------------------------------------------------------- sample and write

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import typer
 
@@ -21,15 +22,21 @@ def _run(as_json: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from caloforge.models.capabilities import capabilities
     from caloforge.models.pretrained import list_pretrained
     from caloforge.models.registry import available_models, get_model_class
 
-    registered = {}
+    registered: dict[str, dict[str, Any]] = {}
     for name in available_models():
         cls = get_model_class(name)
         doc = (cls.__doc__ or "").strip().splitlines()
-        registered[name] = {"summary": doc[0] if doc else "", "default_config": dict(cls.default_config)}
-    shipped = {}
+        registered[name] = {
+            "summary": doc[0] if doc else "",
+            "default_config": cls.Config().to_dict(),
+            "presets": cls.Config.presets(),
+            "capabilities": capabilities(cls),
+        }
+    shipped: dict[str, dict[str, Any]] = {}
     for name, meta in list_pretrained().items():
         geometry = meta.get("geometry", {})
         shipped[name] = {
@@ -46,9 +53,11 @@ def _run(as_json: bool) -> None:
     t = Table(title="registered models (caloforge train --model NAME)", title_justify="left")
     t.add_column("name", style="bold")
     t.add_column("description")
-    t.add_column("default config")
+    t.add_column("capabilities")
+    t.add_column("default config (presets)")
     for name, d in registered.items():
-        t.add_row(name, d["summary"], json.dumps(d["default_config"]))
+        t.add_row(name, d["summary"], ", ".join(d["capabilities"]),
+                  f"{json.dumps(d['default_config'])} ({', '.join(d['presets'])})")
     out.print(t)
     if not shipped:
         out.print("no pretrained models are shipped with this installation")

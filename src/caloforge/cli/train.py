@@ -12,6 +12,9 @@ import typer
 
 from caloforge.cli._common import console, user_errors
 from caloforge.errors import InputError
+from caloforge.training.config import TrainConfig
+
+_D = TrainConfig()  # the defaults, shown in --help (never restated)
 
 _DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(h|m|s|)")
 
@@ -49,22 +52,23 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
 def train(
     output: Path = typer.Option(..., "--output", "-o", help="Run folder (config, checkpoints, log, final model)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Registered model name (see 'caloforge models')."),
-    config: Optional[Path] = typer.Option(None, "--config", help="Model configuration, a JSON object."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Model configuration, a JSON object (keys: 'caloforge models')."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Training preset: default, quick or tiny (see TrainConfig)."),
     data: Optional[list[Path]] = typer.Option(None, "--data", "-d", help="Training file(s), CaloChallenge HDF5; repeatable."),
     val: Optional[list[Path]] = typer.Option(None, "--val", help="Validation file(s); repeatable."),
     val_fraction: Optional[float] = typer.Option(None, "--val-fraction", help="Fraction of --data held out for validation when no --val is given (default: 0.1)."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Optimisation steps (default: 10000)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Showers per step, over all processes (default: 256)."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (default: 1e-3)."),
-    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="AdamW weight decay (default: 0)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help=f"Optimisation steps (default: {_D.steps})."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help=f"Showers per step, over all processes (default: {_D.batch_size})."),
+    lr: Optional[float] = typer.Option(None, "--lr", help=f"Peak learning rate (default: {_D.lr:g})."),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help=f"AdamW weight decay (default: {_D.weight_decay:g})."),
     warmup: Optional[int] = typer.Option(None, "--warmup", help="Linear warm-up steps (default: 5% of --steps, at most 1000)."),
-    ema_decay: Optional[float] = typer.Option(None, "--ema-decay", help="Decay of the weight average that is saved; 0 disables (default: 0.999)."),
-    grad_clip: Optional[float] = typer.Option(None, "--grad-clip", help="Gradient-norm clipping; 0 disables (default: 1)."),
+    ema_decay: Optional[float] = typer.Option(None, "--ema-decay", help=f"Decay of the weight average that is saved; 0 disables (default: {_D.ema_decay})."),
+    grad_clip: Optional[float] = typer.Option(None, "--grad-clip", help=f"Gradient-norm clipping; 0 disables (default: {_D.grad_clip:g})."),
     max_time: Optional[str] = typer.Option(None, "--max-time", help="Stop (checkpointed and saved) after this long, e.g. 30m, 2h."),
-    checkpoint_every: Optional[str] = typer.Option(None, "--checkpoint-every", help="Checkpoint interval, e.g. 5m (default: 5m)."),
+    checkpoint_every: Optional[str] = typer.Option(None, "--checkpoint-every", help=f"Checkpoint interval, e.g. 5m (default: {_D.checkpoint_every:g} s)."),
     val_every: Optional[int] = typer.Option(None, "--val-every", help="Validate every N steps (default: steps/10, at most 1000)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --output from its last checkpoint."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the initial weights, data order and noise (default: 0)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help=f"Seed of the initial weights, data order and noise (default: {_D.seed})."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu or cuda."),
     amp: bool = typer.Option(False, "--amp", help="Mixed precision (autocast) on CUDA."),
     amp_dtype: str = typer.Option("bf16", "--amp-dtype", help="bf16 or fp16 with --amp."),
@@ -78,130 +82,93 @@ def train(
     _run(locals())
 
 
+def _overrides(a: dict[str, Any]) -> dict[str, Any]:
+    """The training settings given on the command line (unset ones keep the preset's/run's)."""
+    out: dict[str, Any] = {k: a[k] for k in ("steps", "batch_size", "lr", "weight_decay", "warmup", "val_every", "seed")
+                           if a[k] is not None}
+    if a["ema_decay"] is not None:
+        out["ema_decay"] = a["ema_decay"] or None  # 0 disables
+    if a["grad_clip"] is not None:
+        out["grad_clip"] = a["grad_clip"] or None
+    if a["checkpoint_every"] is not None:
+        out["checkpoint_every"] = parse_duration(a["checkpoint_every"])
+    if a["amp"]:
+        if str(a["amp_dtype"]).lower() not in ("bf16", "fp16"):
+            raise InputError(f"--amp-dtype must be bf16 or fp16, got {a['amp_dtype']!r}")
+        out["amp"] = str(a["amp_dtype"]).lower()
+    return out
+
+
 @user_errors
 def _run(a: dict[str, Any]) -> None:
     rank = int(os.environ.get("RANK", "0"))
-    say = console.print if rank == 0 else (lambda *x, **k: None)
+    say = (lambda text: console.print(text, highlight=False)) if rank == 0 else (lambda text: None)
     out: Path = a["output"]
-    saved: dict[str, Any] = {}
-    if a["resume"]:
-        cfg_path = out / "config.json"
-        if not cfg_path.is_file():
-            raise InputError("holds no training run to resume (no config.json)", out)
-        saved = _read_json(cfg_path, "run configuration")
-    saved_training = saved.get("training", {})
-    saved_data = saved.get("data") or {}
-
-    def pick(key: str, default: Any, saved_key: str | None = None) -> Any:
-        if a.get(key) is not None:
-            return a[key]
-        return saved_training.get(saved_key or key, default) if saved else default
-
-    # ------------------------------------------------------------ model choice
-    from caloforge.models.registry import get_model_class
-
-    name = a["model"] or saved.get("model")
-    if not name:
-        raise InputError("--model is required (see 'caloforge models')")
-    if saved and a["model"] and a["model"] != saved.get("model"):
-        raise InputError(f"the run in {out} trains {saved.get('model')!r}, not {a['model']!r}")
-    get_model_class(name)  # an unknown name fails here, before any data is read
-    if a["config"] is not None:
-        model_config = _read_json(a["config"], "model configuration")
-    else:
-        model_config = saved.get("model_config") or {}
-
-    # ---------------------------------------------------------------- options
-    steps = pick("steps", 10000)
-    batch_size = pick("batch_size", 256)
+    if a["threads"] is not None and a["threads"] < 1:
+        raise InputError("--threads must be at least 1")
+    overrides = _overrides(a)
     max_time = parse_duration(a["max_time"]) if a["max_time"] else None
-    ckpt_every = parse_duration(a["checkpoint_every"]) if a["checkpoint_every"] else saved_training.get("checkpoint_every", 300.0)
-    ema_decay = pick("ema_decay", 0.999)
-    grad_clip = pick("grad_clip", 1.0)
-    seed = int(pick("seed", 0))
-    if a["amp"]:
-        amp: Any = a["amp_dtype"]
-        if str(amp).lower() not in ("bf16", "fp16"):
-            raise InputError(f"--amp-dtype must be bf16 or fp16, got {amp!r}")
-    else:
-        amp = saved_training.get("amp", False) if saved else False
-    if a["threads"] is not None:
-        if a["threads"] < 1:
-            raise InputError("--threads must be at least 1")
-    if out.exists() and not out.is_dir():
-        raise InputError("exists and is not a folder", out)
 
-    # ------------------------------------------------------------------- data
-    from caloforge.data import open_showers
-    from caloforge.training.data import split_fraction
-
-    data_paths = [Path(p) for p in (a["data"] or saved_data.get("train") or [])]
-    if not data_paths:
-        raise InputError("--data is required: the training file(s)")
-    val_paths = [Path(p) for p in (a["val"] or ([] if a["data"] else saved_data.get("val") or []))]
-    val_fraction = a["val_fraction"]
-    if val_fraction is None and saved and not a["val"]:
-        val_fraction = saved_data.get("val_fraction")
-    if val_fraction is None:
-        val_fraction = 0.1
-    if val_paths and a["val_fraction"] is not None:
-        raise InputError("give either --val or --val-fraction, not both")
-    train_file = open_showers(data_paths)
-    val_file = open_showers(val_paths, geometry=train_file.geometry) if val_paths else None
-
-    import torch
+    from caloforge import training
 
     if a["threads"] is not None:
+        import torch
+
         torch.set_num_threads(a["threads"])
-    from caloforge.models import build_model
-    from caloforge.training import train as run_training
-
-    torch.manual_seed(seed)
-    model = build_model(name, train_file.geometry, model_config)
-    say(
-        f"model [bold]{name}[/] ({model.n_parameters():,} parameters) on {train_file.geometry.name}: "
-        f"{train_file.n:,} showers from {', '.join(str(p) for p in data_paths)}", highlight=False,
-    )
-    e, s = train_file.read()
-    if val_file is not None:
-        train_part, val_part = (e, s), val_file.read()
-    else:
-        train_part, val_part = split_fraction(e, s, val_fraction, seed)
-        del e, s
-    say(
-        f"{len(train_part[0]):,} training showers, "
-        f"{0 if val_part is None else len(val_part[0]):,} validation showers", highlight=False,
-    )
-    metadata = {
-        "data": {
-            "train": [str(p.resolve()) for p in data_paths],
-            "val": [str(p.resolve()) for p in val_paths] or None,
-            "val_fraction": None if val_paths else val_fraction,
+    common = {"device": a["device"], "max_time": max_time, "progress": a["progress"], "say": say}
+    if a["resume"]:
+        saved = training.read_run_config(out)
+        if a["model"] and a["model"] != saved.get("model"):
+            raise InputError(f"the run in {out} trains {saved.get('model')!r}, not {a['model']!r}")
+        data = saved.get("data") or {}
+        same = {  # the command line may repeat what the run recorded, not change it
+            "--data": a["data"] is None or [str(p.resolve()) for p in a["data"]] == data.get("train"),
+            "--val": a["val"] is None or [str(p.resolve()) for p in a["val"]] == data.get("val"),
+            "--val-fraction": a["val_fraction"] is None or a["val_fraction"] == data.get("val_fraction"),
+            "--config": a["config"] is None or _same_model_config(saved, _read_json(a["config"], "model configuration")),
+            "--preset": a["preset"] is None,
         }
-    }
-    result = run_training(
-        model, train_part, val_part,
-        steps=steps, batch_size=batch_size, lr=pick("lr", 1e-3), weight_decay=pick("weight_decay", 0.0),
-        warmup=pick("warmup", None), ema_decay=ema_decay or None, max_time=max_time,
-        checkpoint_every=ckpt_every, run_dir=out, resume=a["resume"], seed=seed, device=a["device"], amp=amp,
-        grad_clip=grad_clip or None, val_every=a["val_every"] or saved_training.get("val_every"),
-        progress=a["progress"], metadata=metadata,
-    )
+        for flag, ok in same.items():
+            if not ok:
+                raise InputError(f"{flag} cannot change on --resume: the run keeps what it recorded in {out}/config.json")
+        result = training.resume(out, **common, **overrides)
+        name = saved["model"]
+    else:
+        if not a["model"]:
+            raise InputError("--model is required (see 'caloforge models')")
+        if not a["data"]:
+            raise InputError("--data is required: the training file(s)")
+        model_config = _read_json(a["config"], "model configuration") if a["config"] is not None else None
+        preset = training.TrainConfig.from_preset(a["preset"]) if a["preset"] else None
+        result = training.train_files(
+            a["model"], a["data"], out, model_config=model_config, val=a["val"], val_fraction=a["val_fraction"],
+            config=preset, **common, **overrides,
+        )
+        name = a["model"]
+    _report(result, name, out, say)
+
+
+def _same_model_config(saved: dict[str, Any], given: dict[str, Any]) -> bool:
+    from caloforge.models import get_model_class
+
+    cls = get_model_class(saved["model"])
+    return cls.make_config(given).to_dict() == cls.make_config(saved.get("model_config") or {}).to_dict()
+
+
+def _report(result: Any, name: str, out: Path, say: Any) -> None:
     val_text = f", validation loss {result.val_loss:.5g}" if result.val_loss is not None else ""
     loss_text = f"loss {result.train_loss:.5g}" if result.train_loss is not None else "no loss"
+    gen = f"generate with: caloforge generate {out} --n 1000 --energy log-uniform:1GeV:100GeV -o showers.h5"
     if result.stop_reason == "fitted":
-        say(f"fitted {model.name} in closed form in {result.elapsed_s:.1f} s; model in {result.model_dir}", highlight=False)
-        say(f"generate with: caloforge generate {out} --n 1000 --energy log-uniform:1GeV:100GeV -o showers.h5",
-            highlight=False)
+        say(f"fitted {name} in closed form in {result.elapsed_s:.1f} s; model in {result.model_dir}")
+        say(gen)
     elif result.stop_reason == "completed":
-        say(f"trained {result.step:,} steps ({loss_text}{val_text}) in {result.elapsed_s:.1f} s; "
-            f"model in {result.model_dir}", highlight=False)
-        say(f"generate with: caloforge generate {out} --n 1000 --energy log-uniform:1GeV:100GeV -o showers.h5",
-            highlight=False)
+        say(f"trained {result.step:,} steps ({loss_text}{val_text}) in {result.elapsed_s:.1f} s; model in {result.model_dir}")
+        say(gen)
     else:
         why = {"max_time": "time limit reached", "interrupted": "interrupted", "stop_at": "stop step reached"}
         say(f"stopped at step {result.step:,} of {result.steps:,} ({why.get(result.stop_reason, result.stop_reason)}; "
-            f"{loss_text}{val_text}); checkpoint and model saved in {out}", highlight=False)
-        say(f"continue with: caloforge train --resume -o {out}", highlight=False)
+            f"{loss_text}{val_text}); checkpoint and model saved in {out}")
+        say(f"continue with: caloforge train --resume -o {out}")
         if result.stop_reason == "interrupted":
             raise typer.Exit(130)

@@ -250,10 +250,10 @@ def read_showers(
 # ---------------------------------------------------------------------- writing
 def provenance(generator: str, seed: int | None = None, **extra: object) -> dict:
     """Standard provenance attributes stored in every file caloforge writes."""
-    attrs = {
+    attrs: dict[str, object] = {
         "generator": generator,
         "caloforge_version": __version__,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
     if seed is not None:
         attrs["seed"] = int(seed)
@@ -292,7 +292,7 @@ class ShowerWriter:
         self._file: h5py.File | None = None
         self._tmp: Path | None = None
 
-    def __enter__(self) -> "ShowerWriter":
+    def __enter__(self) -> ShowerWriter:
         parent = self.path.parent if str(self.path.parent) else Path(".")
         if not parent.is_dir():
             raise InputError("output folder does not exist", parent)

@@ -142,7 +142,7 @@ def official_binning(
         raise ValueError(f"expected {g.n_layers} layer maxima, got {len(e_max)}")
     notes = []
     e_layer = []
-    for layer, m in zip(g.relevant_layers, e_max):
+    for layer, m in zip(g.relevant_layers, e_max, strict=True):
         edges = log_edges(emin, float(m), N_EDGES_E_LAYER)
         if edges is None:
             notes.append(f"E_layer {layer}: reference maximum {m:.3g} MeV <= {emin:.3g} MeV, no histogram")

@@ -102,12 +102,12 @@ class ClassifierConfig:
     eval_batch_size: int = 10_000
 
     @classmethod
-    def official(cls, **changes) -> "ClassifierConfig":
+    def official(cls, **changes) -> ClassifierConfig:
         """The final CaloChallenge protocol: MLP 3 x 2048, up to 50 epochs, best test epoch."""
         return replace(cls(), **changes)
 
     @classmethod
-    def fast(cls, **changes) -> "ClassifierConfig":
+    def fast(cls, **changes) -> ClassifierConfig:
         """Development preset: as official but at most 25 epochs, early stopping (patience 10).
 
         Measured on 7,500 vs 7,500 DS2 Geant4 showers against a copy scaled by 1.05: the
@@ -313,6 +313,8 @@ def classifier_test(
             if cfg.patience is not None and epoch - best_epoch >= cfg.patience:
                 break
 
+    if best_state is None:  # unreachable: max_epochs >= 1 and the first epoch's accuracy beats -inf
+        raise RuntimeError("classifier test: no epoch was evaluated")
     model.load_state_dict(best_state)
     logit_test, y_test = _logits(model, data, test, cfg.eval_batch_size)
     logit_val, y_val = _logits(model, data, val, cfg.eval_batch_size)

@@ -19,6 +19,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,8 @@ import numpy as np
 from caloforge import __version__
 from caloforge._atomic import atomic_write_text
 from caloforge.data import ShowerFile
-from caloforge.errors import InputError
 from caloforge.data.hdf5 import prefetch
+from caloforge.errors import InputError
 from caloforge.evaluation.binning import (
     N_EDGES_VOXEL,
     FeatureBinning,
@@ -37,8 +38,7 @@ from caloforge.evaluation.binning import (
     log_edges,
 )
 from caloforge.evaluation.classifier import ClassifierConfig, classifier_test, high_level_inputs
-from caloforge.evaluation.distances import fpd as fpd_metric
-from caloforge.evaluation.distances import kpd as kpd_metric
+from caloforge.evaluation.distances import fpd as fpd_metric, kpd as kpd_metric
 from caloforge.evaluation.separation import (
     SEPARATION_KEYS,
     feature_separation_powers,
@@ -149,7 +149,7 @@ def gather(
         parts.append(compute_features(e, s, g, threshold=0.0))
         total += s.sum(axis=0, dtype=np.float64)
         vmax = max(vmax, float(s.max(initial=0.0)))
-        if counts is not None:
+        if counts is not None and voxel_edges is not None:  # counts exist exactly when edges do
             counts += _counts(s, voxel_edges)
         if kept is not None:
             rows, cols = np.nonzero(s >= keep_voxels_above)
@@ -157,7 +157,7 @@ def gather(
             kept_bytes += rows.size * 12
             if kept_bytes > KEEP_VOXELS_BUDGET:
                 kept = None
-        if low is not None:
+        if low is not None and low_level_rows is not None:  # low exists exactly when rows do
             stop = start + len(s)
             lo, hi = np.searchsorted(low_level_rows, [start, stop])
             if hi > lo:
@@ -208,7 +208,7 @@ def _distance(metric: Callable, a: np.ndarray, b: np.ndarray, **kw) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = metric(a, b, **kw)
-    d = {"value": float(res[0]) * 1e3, "error": float(res[1]) * 1e3}
+    d: dict[str, Any] = {"value": float(res[0]) * 1e3, "error": float(res[1]) * 1e3}
     note = getattr(res, "note", "")
     if note:
         d["note"] = note
@@ -257,7 +257,7 @@ def compare(
         def hist() -> dict:
             seps = feature_separation_powers(ref, gen, binning)
             if ref_counts is not None and gen_counts is not None and binning.voxel_energy is not None:
-                seps["voxel_energy"] = separation_power_counts(ref_counts, gen_counts, binning.voxel_energy)
+                seps["voxel_energy"] = float(separation_power_counts(ref_counts, gen_counts, binning.voxel_energy))
             return {k: seps[k] for k in SEPARATION_KEYS}
         out["separation_power"] = timed("hist", hist)
     need_hl = any(k in m for k in ("fpd", "kpd", "cls-high"))
@@ -285,7 +285,7 @@ def _energy_binned(ref: ShowerFeatures, gen: ShowerFeatures, edges: np.ndarray, 
     # Per bin: the histogram metrics (cheap). FPD/KPD per bin would cost as much as the whole
     # evaluation again for every bin; run `evaluate --energy-range` on a slice for those.
     bin_opts = EvaluationOptions(metrics=("hist",), seed=options.seed)
-    for a, b in zip(edges[:-1], edges[1:]):
+    for a, b in pairwise(edges):
         mr = (ref.e_inc >= a) & (ref.e_inc <= b if b == edges[-1] else ref.e_inc < b)
         mg = (gen.e_inc >= a) & (gen.e_inc <= b if b == edges[-1] else gen.e_inc < b)
         row: dict[str, Any] = {"e_min_gev": a / 1e3, "e_max_gev": b / 1e3, "n_reference": int(mr.sum()),
@@ -328,7 +328,7 @@ def evaluate(
     """
     opts = options or EvaluationOptions()
     g = reference.geometry
-    for name, f in generated.items():
+    for f in generated.values():
         if f.geometry != g:
             raise InputError(f"geometry {f.geometry.name} differs from the reference's ({g.name})", f.paths[0])
     thr = g.readout_threshold if opts.threshold is None else float(opts.threshold)
@@ -366,8 +366,8 @@ def evaluate(
         if half is not None:
             masks.update({"a": half, "b": ~half})
         if ref.kept_voxels is not None:  # no second pass needed
-            rows, values = ref.kept_voxels
-            counts = {k: _counts(values[m[rows]], binning.voxel_energy) for k, m in masks.items()}
+            kept_rows, values = ref.kept_voxels
+            counts = {k: _counts(values[m[kept_rows]], binning.voxel_energy) for k, m in masks.items()}
             ref.kept_voxels = None
         else:
             counts = _voxel_counts_pass(reference, binning.voxel_energy, thr, masks, progress, "reference")
@@ -421,7 +421,7 @@ def evaluate(
     results: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "caloforge_version": __version__,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "dataset": g.name,
         "threshold_mev": thr,
         "metrics": list(opts.metrics),

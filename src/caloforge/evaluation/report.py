@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import html
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -149,7 +149,7 @@ def _energy_table(block: dict) -> str:
 
 
 def write_report(
-    results: dict, plots: dict[str, Sequence[Path]], out_path: str | Path, title: str = "caloforge evaluation"
+    results: dict, plots: Mapping[str, Sequence[Path]], out_path: str | Path, title: str = "caloforge evaluation"
 ) -> Path:
     """Write ``report.html`` from a ``metrics.json`` dict and plot files grouped by section.
 

@@ -16,6 +16,7 @@ column and their separation powers computed in one call.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 
@@ -99,9 +100,12 @@ def columns_separation_power(
         if e is not None:
             by_len.setdefault(len(e), []).append(k)
     for ks in by_len.values():
-        e = np.stack([edges[k] for k in ks])
-        s = separation_power_counts(np.stack([c_ref[k] for k in ks]), np.stack([c_gen[k] for k in ks]), e)
-        for k, v in zip(ks, np.atleast_1d(s)):
+        # the columns in ks all have edges, hence counts (None only where the edges are None)
+        e = np.stack([cast(np.ndarray, edges[k]) for k in ks])
+        cr = np.stack([cast(np.ndarray, c_ref[k]) for k in ks])
+        cg = np.stack([cast(np.ndarray, c_gen[k]) for k in ks])
+        s = separation_power_counts(cr, cg, e)
+        for k, v in zip(ks, np.atleast_1d(s), strict=True):
             out[k] = float(v)
     return out
 
@@ -166,7 +170,7 @@ def feature_separation_powers(
         else:
             c1 = voxel_energy_counts(reference_showers, b.voxel_energy, r.threshold)
             c2 = voxel_energy_counts(generated_showers, b.voxel_energy, g.threshold)
-            out["voxel_energy"] = separation_power_counts(c1, c2, b.voxel_energy)
+            out["voxel_energy"] = float(separation_power_counts(c1, c2, b.voxel_energy))  # 1-D: a float
     # keep the dict in the documented key order
     return {k: out[k] for k in SEPARATION_KEYS}
 

@@ -1,12 +1,14 @@
 """ONNX export of a model's sampler, and :class:`OnnxSampler` to run it with ONNX Runtime.
 
-The exported graph is the deterministic part of sampling: inputs ``e_inc`` (B,) MeV and the
-Gaussian noise the model would draw, ``z_energy`` (B, layers) and ``z_shape`` (B, voxels);
-output ``showers`` (B, voxels) MeV, readout threshold applied. Noise as explicit inputs makes
-results reproducible and comparable with torch (``model.sample_from_noise`` on the same noise
-agrees within 1e-4). For an ODE model (``cfm``) the solver loop is unrolled for a fixed number of
-steps (``steps``/``solver`` at export, default: the model's sampling defaults); the one-step
-``cfm-student`` is a single pass through each network.
+Any model with the :class:`~caloforge.models.capabilities.NoiseMap` capability exports. The
+graph is the deterministic part of sampling: inputs ``e_inc`` (B,) MeV and the Gaussian noise
+the model would draw, named and sized by ``model.noise_shapes()`` (for the CFM models
+``z_energy`` (B, layers) and ``z_shape`` (B, voxels)); output ``showers`` (B, voxels) MeV,
+readout threshold applied. Noise as explicit inputs makes results reproducible and comparable
+with torch (``model.sample_from_noise`` on the same noise agrees within 1e-4). For a model with
+:class:`~caloforge.models.capabilities.SolverSteps` (``cfm``) the solver loop is unrolled for a
+fixed number of steps (``steps``/``solver`` at export, default: the model's sampling defaults);
+the one-step ``cfm-student`` is a single pass through each network.
 
 Requires the ``onnx`` extra (``pip install 'caloforge[onnx]'``: onnx, onnxruntime). Uses the
 TorchScript-based exporter of torch (``dynamo=False``), which needs no further package.
@@ -23,7 +25,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-INPUTS = ("e_inc", "z_energy", "z_shape")
+from caloforge.models.capabilities import NoiseMap, SolverSteps
+
+CONDITION = "e_inc"
+#: The inputs of the CFM models' graphs (other families name their noise in ``noise_shapes()``).
+INPUTS = (CONDITION, "z_energy", "z_shape")
 OUTPUT = "showers"
 DEFAULT_OPSET = 17
 
@@ -34,8 +40,8 @@ class _SamplerGraph(nn.Module):
         self.model = model
         self.options = options
 
-    def forward(self, e_inc: Tensor, z_energy: Tensor, z_shape: Tensor) -> Tensor:
-        return self.model.sample_from_noise(e_inc, z_energy, z_shape, **self.options)
+    def forward(self, e_inc: Tensor, *noise: Tensor) -> Tensor:
+        return self.model.sample_from_noise(e_inc, *noise, **self.options)
 
 
 def export_onnx(
@@ -47,20 +53,17 @@ def export_onnx(
     opset: int = DEFAULT_OPSET,
 ) -> Path:
     """Write ``model``'s sampler to ``path`` (ONNX). ``batch_size`` fixes the batch dimension
-    (None: dynamic). ``steps``/``solver``: ODE steps unrolled into the graph, for models that
-    integrate one (default: the model's config). Raises ``NotImplementedError`` for models that
-    have no noise-to-shower map (``sample_from_noise``)."""
-    if not hasattr(model, "sample_from_noise"):
+    (None: dynamic). ``steps``/``solver``: ODE steps unrolled into the graph, for models with
+    solver steps (default: the model's config). Raises ``NotImplementedError`` for models that
+    have no noise-to-shower map (:class:`~caloforge.models.capabilities.NoiseMap`)."""
+    if not isinstance(model, NoiseMap):
         raise NotImplementedError(f"model {getattr(model, 'name', type(model).__name__)!r} has no noise-to-shower map")
-    import inspect
-
-    params = inspect.signature(model.sample_from_noise).parameters
-    options: dict[str, Any] = {"bf16": False} if "bf16" in params else {}
-    if "steps" in params:
-        options["steps"] = int(model.config["steps"] if steps is None else steps)
-        options["solver"] = model.config["solver"] if solver is None else solver
-    elif steps is not None and steps != 1:
-        raise ValueError(f"model {model.name!r} samples in one step; steps={steps} does not apply")
+    options: dict[str, Any] = dict(model.graph_options())
+    if isinstance(model, SolverSteps):
+        options.update(model.solver_options(steps, solver))
+    elif (steps is not None and steps != 1) or solver is not None:
+        raise ValueError(f"model {model.name!r} samples in one step; steps={steps} / solver={solver} do not apply")
+    noise_shapes = model.noise_shapes()
     path = Path(path)
     was_training = model.training
     model.eval()
@@ -68,17 +71,14 @@ def export_onnx(
     model.cpu()
     b = int(batch_size) if batch_size is not None else 2
     g = model.geometry
-    example = (
-        torch.full((b,), 1e4),
-        torch.zeros(b, g.n_layers),
-        torch.zeros(b, g.n_voxels),
-    )
-    dynamic = None if batch_size is not None else {name: {0: "batch"} for name in (*INPUTS, OUTPUT)}
+    example = (torch.full((b,), 1e4), *(torch.zeros(b, width) for width in noise_shapes.values()))
+    inputs = [CONDITION, *noise_shapes]
+    dynamic = None if batch_size is not None else {name: {0: "batch"} for name in (*inputs, OUTPUT)}
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
             torch.onnx.export(
-                _SamplerGraph(model, options), example, str(path), dynamo=False, input_names=list(INPUTS),
+                _SamplerGraph(model, options), example, str(path), dynamo=False, input_names=inputs,
                 output_names=[OUTPUT], dynamic_axes=dynamic, opset_version=opset, do_constant_folding=True,
             )
     finally:
@@ -86,7 +86,7 @@ def export_onnx(
         model.train(was_training)
     _add_metadata(path, {
         "caloforge_model": model.name,
-        "caloforge_config": json.dumps(model.config, default=str),
+        "caloforge_config": json.dumps(model.config.to_dict(), default=str),
         "geometry": g.name,
         "n_voxels": str(g.n_voxels),
         "n_layers": str(g.n_layers),
@@ -126,33 +126,31 @@ class OnnxSampler:
         self.path = Path(path)
         self.session = ort.InferenceSession(str(path), opts, providers=providers or ["CPUExecutionProvider"])
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
-        names = [i.name for i in self.session.get_inputs()]
-        if names != list(INPUTS):
-            raise ValueError(f"{path}: not a caloforge sampler (inputs {names})")
-        shapes = {i.name: i.shape for i in self.session.get_inputs()}
-        self.n_layers = int(shapes["z_energy"][1])
-        self.n_voxels = int(shapes["z_shape"][1])
-        b = shapes["e_inc"][0]
+        inputs = self.session.get_inputs()
+        names = [i.name for i in inputs]
+        outputs = [o.name for o in self.session.get_outputs()]
+        if not names or names[0] != CONDITION or outputs != [OUTPUT] or any(len(i.shape) != 2 for i in inputs[1:]):
+            raise ValueError(f"{path}: not a caloforge sampler (inputs {names}, outputs {outputs})")
+        #: The noise inputs in order, with their width per shower.
+        self.noise_shapes = {i.name: int(i.shape[1]) for i in inputs[1:]}
+        self.n_voxels = int(self.session.get_outputs()[0].shape[1])
+        b = inputs[0].shape[0]
         self.batch_size = b if isinstance(b, int) else None
 
-    def run(self, e_inc: np.ndarray, z_energy: np.ndarray, z_shape: np.ndarray) -> np.ndarray:
-        """Showers (B, voxels) for the given energies (MeV) and noise."""
-        feeds = {
-            "e_inc": np.ascontiguousarray(np.asarray(e_inc, np.float32).reshape(-1)),
-            "z_energy": np.ascontiguousarray(z_energy, np.float32),
-            "z_shape": np.ascontiguousarray(z_shape, np.float32),
-        }
+    def run(self, e_inc: np.ndarray, *noise: np.ndarray) -> np.ndarray:
+        """Showers (B, voxels) for the given energies (MeV) and noise (one array per noise input)."""
+        if len(noise) != len(self.noise_shapes):
+            raise ValueError(f"{self.path}: expects {len(self.noise_shapes)} noise arrays ({', '.join(self.noise_shapes)})")
+        feeds = {CONDITION: np.ascontiguousarray(np.asarray(e_inc, np.float32).reshape(-1))}
+        feeds.update({name: np.ascontiguousarray(z, np.float32) for name, z in zip(self.noise_shapes, noise)})
         return self.session.run([OUTPUT], feeds)[0]
 
-    def noise(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        return (
-            rng.standard_normal((n, self.n_layers), dtype=np.float32),
-            rng.standard_normal((n, self.n_voxels), dtype=np.float32),
-        )
+    def noise(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+        """Standard-normal noise for ``n`` showers, every input drawn in order from ``rng``."""
+        return tuple(rng.standard_normal((n, width), dtype=np.float32) for width in self.noise_shapes.values())
 
     def sample(self, e_inc: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
         """Showers for incident energies (B,) MeV with fresh Gaussian noise from ``rng``."""
         e = np.asarray(e_inc, np.float32).reshape(-1)
         rng = np.random.default_rng() if rng is None else rng
-        z_e, z_s = self.noise(len(e), rng)
-        return self.run(e, z_e, z_s)
+        return self.run(e, *self.noise(len(e), rng))

@@ -61,13 +61,13 @@ class ShowerFeatures:
         """E_tot / E_inc per shower."""
         return self.e_tot / self.e_inc
 
-    def select(self, mask: np.ndarray | slice) -> "ShowerFeatures":
+    def select(self, mask: np.ndarray | slice) -> ShowerFeatures:
         """The features of a subset of the showers (boolean mask, indices or slice)."""
         kw = {name: getattr(self, name)[mask] for name in self._ARRAYS}
         return ShowerFeatures(self.geometry, threshold=self.threshold, **kw)
 
     @classmethod
-    def concatenate(cls, parts: Sequence["ShowerFeatures"]) -> "ShowerFeatures":
+    def concatenate(cls, parts: Sequence[ShowerFeatures]) -> ShowerFeatures:
         if not parts:
             raise ValueError("nothing to concatenate")
         kw = {name: np.concatenate([getattr(p, name) for p in parts]) for name in cls._ARRAYS}

@@ -7,7 +7,6 @@ same model, seed and options and called with the same batches gives the same sho
 
 from __future__ import annotations
 
-import inspect
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -16,14 +15,10 @@ import numpy as np
 import torch
 
 from caloforge.errors import InputError
+from caloforge.models.capabilities import SolverSteps
 
 #: Showers in the warm-up draw.
 WARM_UP_SHOWERS = 8
-
-
-def _accepts(func, option: str) -> bool:
-    params = inspect.signature(func).parameters
-    return option in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 def _as_energies(energies: np.ndarray) -> np.ndarray:
@@ -68,7 +63,7 @@ class TorchSampler(Sampler):
     def __init__(self, model, device: torch.device, seed: int, steps: int | None) -> None:
         super().__init__(model, seed, steps)
         self.device = device
-        self.options: dict[str, Any] = {} if steps is None else {"steps": steps}
+        self.options: dict[str, Any] = {} if steps is None else model.solver_options(steps=steps)
         self.generator = torch.Generator(device=device).manual_seed(self.seed)
         self.backend = f"torch ({device})"
 
@@ -100,22 +95,11 @@ class OnnxRuntimeSampler(Sampler):
         super().__init__(model, seed, steps)
         self.onnx_sampler = onnx_sampler
         self.rng = np.random.default_rng([self.seed, 2])
-        params = inspect.signature(onnx_sampler.sample).parameters
-        self._extra: dict[str, Any] = {}
-        self._per_call_seed = False
-        if "rng" in params:
-            self._extra["rng"] = self.rng
-        elif "seed" in params:
-            self._per_call_seed = True
         if steps is not None:
-            if "steps" not in params:
-                raise InputError("--steps is fixed in the ONNX export; re-export with the steps you want")
-            self._extra["steps"] = steps
+            raise InputError("--steps is fixed in the ONNX export; re-export with the steps you want")
 
     def draw(self, energies: np.ndarray) -> np.ndarray:
-        if self._per_call_seed:  # a fresh, reproducible seed per batch
-            self._extra["seed"] = int(self.rng.integers(2**31))
-        return np.asarray(self.onnx_sampler.sample(_as_energies(energies), **self._extra), dtype=np.float32)
+        return np.asarray(self.onnx_sampler.sample(_as_energies(energies), rng=self.rng), dtype=np.float32)
 
     def warm_up(self, energies: np.ndarray) -> None:
         # Unlike torch's, this draw uses the main noise stream (kept as the CLI always did it,
@@ -146,7 +130,7 @@ def make_sampler(
     if steps is not None:
         if steps < 1:
             raise InputError("steps must be at least 1")
-        if not _accepts(model.sample, "steps"):
+        if not isinstance(model, SolverSteps):
             raise InputError(f"model {model.name!r} has no solver steps to set (--steps)")
     if onnx:
         return OnnxRuntimeSampler(model, _onnx_runtime(model, model_dir), seed, steps)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
+from itertools import pairwise
 
 import numpy as np
 
@@ -29,7 +30,7 @@ class LayerBinning:
     def __post_init__(self) -> None:
         if len(self.r_edges) < 1:
             raise ValueError(f"layer {self.index}: r_edges is empty")
-        if any(b <= a for a, b in zip(self.r_edges, self.r_edges[1:])):
+        if any(b <= a for a, b in pairwise(self.r_edges)):
             raise ValueError(f"layer {self.index}: r_edges must increase strictly")
         if self.n_alpha < 1:
             raise ValueError(f"layer {self.index}: n_alpha must be at least 1")

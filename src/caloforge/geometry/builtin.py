@@ -8,7 +8,9 @@ with :func:`caloforge.geometry.read_binning_xml`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import cache
+from pathlib import Path
 
 import numpy as np
 
@@ -44,7 +46,7 @@ _DS1_PIONS = {
 }
 
 
-def _ds1(spec: dict[int, tuple[tuple[float, ...], int]]) -> tuple[LayerBinning, ...]:
+def _ds1(spec: Mapping[int, tuple[tuple[float, ...], int]]) -> tuple[LayerBinning, ...]:
     return tuple(
         LayerBinning(i, tuple(float(e) for e in spec.get(i, _EMPTY)[0]), spec.get(i, _EMPTY)[1])
         for i in range(24)
@@ -100,7 +102,7 @@ def get_geometry(name: str) -> Geometry:
     return _build(key)
 
 
-def geometry_for_voxels(n_voxels: int, path: object = None) -> Geometry:
+def geometry_for_voxels(n_voxels: int, path: str | Path | None = None) -> Geometry:
     """Recognise a built-in geometry from the number of voxels of a shower."""
     for name in BUILTIN_NAMES:
         g = get_geometry(name)

@@ -18,6 +18,7 @@ likelihood is exact, so :meth:`log_prob` is available.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -25,7 +26,7 @@ from torch import Tensor, nn
 
 from caloforge.errors import InputError
 from caloforge.geometry import Geometry
-from caloforge.models.base import ShowerModel
+from caloforge.models.base import ModelConfig, ShowerModel
 from caloforge.models.registry import register_model
 
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -49,23 +50,38 @@ def _log_mass(alpha: Tensor, beta: Tensor) -> Tensor:
     return b + torch.log(-torch.expm1(torch.clamp(a - b, max=-1e-7)))
 
 
+@dataclass(frozen=True)
+class VoxelLogNormalConfig(ModelConfig):
+    """Config of :class:`VoxelLogNormal`."""
+
+    degree: int = 2  # degree of the polynomials in standardised log E_inc
+    min_sigma: float = 0.02  # lower bound of the log-normal width (in log E units)
+
+    def validate(self) -> None:
+        if not 0 <= self.degree <= 6:
+            raise self._error(f"degree must be an integer 0..6, got {self.degree!r}")
+        if not self.min_sigma > 0:
+            raise self._error("min_sigma must be positive")
+
+
 @register_model
 class VoxelLogNormal(ShowerModel):
-    """Independent voxels: Bernoulli occupancy x truncated log-normal energy."""
+    """Independent voxels: Bernoulli occupancy x truncated log-normal energy.
+
+    Capabilities: trained by its loss (the negative log likelihood), an exact likelihood.
+
+    References:
+        Krause, Pang, Shih et al., *CaloChallenge 2022: A Community Challenge for Fast
+        Calorimeter Simulation*, arXiv:2410.21611 (per-voxel baselines as the trivial reference).
+    """
 
     name = "voxel-lognormal"
-    default_config: dict[str, Any] = {
-        "degree": 2,  # degree of the polynomials in standardised log E_inc
-        "min_sigma": 0.02,  # lower bound of the log-normal width (in log E units)
-    }
+    Config = VoxelLogNormalConfig
+    config: VoxelLogNormalConfig
 
-    def __init__(self, geometry: Geometry, config: dict[str, Any] | None = None):
+    def __init__(self, geometry: Geometry, config: VoxelLogNormalConfig | dict[str, Any] | None = None):
         super().__init__(geometry, config)
-        degree = self.config["degree"]
-        if not isinstance(degree, int) or not 0 <= degree <= 6:
-            raise ValueError(f"model {self.name!r}: degree must be an integer 0..6, got {degree!r}")
-        if not float(self.config["min_sigma"]) > 0:
-            raise ValueError(f"model {self.name!r}: min_sigma must be positive")
+        degree = self.config.degree
         v = geometry.n_voxels
         # Preprocessing statistics (set by fit_preprocessing, saved with the weights).
         self.register_buffer("log_e_mean", torch.tensor(0.0))
@@ -94,7 +110,7 @@ class VoxelLogNormal(ShowerModel):
         (polynomials extrapolate badly)."""
         x = (torch.log(e_inc.reshape(-1).to(self.hit_coef.dtype)) - self.log_e_mean) / self.log_e_std
         x = torch.maximum(torch.minimum(x, self.x_limit), -self.x_limit)
-        return torch.stack([x**k for k in range(self.config["degree"] + 1)], dim=1)
+        return torch.stack([x**k for k in range(self.config.degree + 1)], dim=1)
 
     def _bounds(self, log_e: Tensor, mu: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
         """Standardised truncation bounds (alpha, beta) of y = log(E / E_inc)."""
@@ -120,7 +136,7 @@ class VoxelLogNormal(ShowerModel):
         fb = f[b]
         scale = torch.exp(self.log_sigma_base[v])
         mu = self.mu_base[v] + scale * (fb * self.mu_coef[:, v].T).sum(dim=1)
-        sigma = float(self.config["min_sigma"]) + scale * torch.exp((fb * self.log_sigma_coef[:, v].T).sum(dim=1))
+        sigma = self.config.min_sigma + scale * torch.exp((fb * self.log_sigma_coef[:, v].T).sum(dim=1))
         log_e = torch.log(e_inc.reshape(-1).to(showers.dtype))[b]
         log_x = torch.log(showers[b, v])
         # A voxel above the cap (never in the training data) is scored at the cap.
@@ -191,7 +207,7 @@ class VoxelLogNormal(ShowerModel):
         hit_logit = self.hit_base + f @ self.hit_coef
         scale = torch.exp(self.log_sigma_base)
         mu = self.mu_base + scale * (f @ self.mu_coef)
-        sigma = float(self.config["min_sigma"]) + scale * torch.exp(f @ self.log_sigma_coef)
+        sigma = self.config.min_sigma + scale * torch.exp(f @ self.log_sigma_coef)
         log_e = torch.log(e)[:, None]
         u_hit = torch.rand(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
         hit = u_hit < torch.sigmoid(hit_logit)

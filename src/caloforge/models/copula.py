@@ -37,7 +37,7 @@ log E_inc and its Cholesky factors interpolated linearly in log E_inc between bi
 >>> e = torch.exp(torch.empty(600).uniform_(9.3, 11.5))
 >>> x = torch.from_numpy(ParametricSimulator("ds2").sample(e.numpy(), __import__("numpy").random.default_rng(0)))
 >>> m = GaussianCopula(g, {"n_energy_bins": 3, "n_knots": 33})
->>> m.fit_preprocessing(e, x)
+>>> m.fit(e, x)
 >>> s = m.sample(e[:5], generator=torch.Generator().manual_seed(0))
 >>> s.shape, bool((s >= 0).all())
 (torch.Size([5, 6480]), True)
@@ -52,7 +52,8 @@ References:
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -60,7 +61,8 @@ from torch import Tensor, nn
 
 from caloforge.errors import InputError
 from caloforge.geometry import Geometry
-from caloforge.models.base import ShowerModel
+from caloforge.config import preset
+from caloforge.models.base import ModelConfig, ShowerModel
 from caloforge.models.registry import register_model
 from caloforge.transforms.quantile import ConditionalQuantileGaussianizer, voxel_classes
 
@@ -115,6 +117,34 @@ def alpha_fourier_basis(n_alpha: int) -> tuple[Tensor, Tensor]:
     return torch.stack(cols, 1).float(), torch.tensor(freq)
 
 
+@dataclass(frozen=True)
+class CopulaConfig(ModelConfig):
+    """Config of :class:`GaussianCopula` (see its docstring for the meaning of each key)."""
+
+    n_energy_bins: int = 12
+    n_knots: int = 129
+    tail_z: float | None = 3.0
+    cov_energy_bins: int = 1
+    shrinkage: float = 0.0
+    calibrate: bool = True
+    keep_total: bool = True
+    voxels_given: Literal["layer", "incident"] = "layer"
+
+    def validate(self) -> None:
+        if self.cov_energy_bins < 1:
+            raise self._error("cov_energy_bins must be at least 1")
+        if not 0.0 <= self.shrinkage < 1.0:
+            raise self._error("shrinkage must lie in [0, 1)")
+        if self.n_energy_bins < 1 or self.n_knots < 3:
+            raise self._error("n_energy_bins must be at least 1 and n_knots at least 3")
+
+    @classmethod
+    @preset
+    def tiny(cls) -> CopulaConfig:
+        """Few energy bins and knots: for tests."""
+        return cls(n_energy_bins=3, n_knots=17)
+
+
 @register_model
 class GaussianCopula(ShowerModel):
     """Conditional Gaussian copula p(shower | E_inc) with empirical per-class marginals.
@@ -128,43 +158,31 @@ class GaussianCopula(ShowerModel):
     weight of the identity mixed into each correlation block (regularises blocks estimated from
     few showers).
 
+    Capabilities: fitted in closed form.
+
     References:
         Liu, Lafferty and Wasserman, JMLR 10 (2009) 2295: the nonparanormal (Gaussian copula
         with empirical marginals).
     """
 
     name = "copula"
-    default_config: dict[str, Any] = {
-        "n_energy_bins": 12,
-        "n_knots": 129,
-        "tail_z": 3.0,
-        "cov_energy_bins": 1,
-        "shrinkage": 0.0,
-        "calibrate": True,
-        "keep_total": True,
-        "voxels_given": "layer",
-    }
+    Config = CopulaConfig
+    config: CopulaConfig
 
-    def __init__(self, geometry: Geometry, config: dict[str, Any] | None = None):
+    def __init__(self, geometry: Geometry, config: CopulaConfig | dict[str, Any] | None = None):
         super().__init__(geometry, config)
         if not geometry.is_regular:
             raise InputError(f"model 'copula' needs a regular geometry (same alpha and r bins in every layer); {geometry.name} is not")
         c = self.config
-        if int(c["cov_energy_bins"]) < 1:
-            raise ValueError("cov_energy_bins must be at least 1")
-        if not 0.0 <= float(c["shrinkage"]) < 1.0:
-            raise ValueError("shrinkage must lie in [0, 1)")
         n_l, n_a, n_r = geometry.shape
-        tail = None if c["tail_z"] is None else float(c["tail_z"])
-        q = {"n_energy_bins": int(c["n_energy_bins"]), "n_knots": int(c["n_knots"]), "threshold": 0.0, "tail_z": tail}
+        tail = c.tail_z
+        q = {"n_energy_bins": c.n_energy_bins, "n_knots": c.n_knots, "threshold": 0.0, "tail_z": tail}
         # Three levels, each with exact conditional marginals: E_tot / E_inc, the layer
         # fractions E_layer / E_tot and the voxel fractions E_voxel / E_layer (rings pooled in alpha).
         self.total = ConditionalQuantileGaussianizer(classes=np.zeros(1, np.int64), **q)
         self.layers = ConditionalQuantileGaussianizer(classes=np.arange(n_l), **q)
-        if c["voxels_given"] not in ("layer", "incident"):
-            raise ValueError(f"voxels_given must be 'layer' or 'incident', not {c['voxels_given']!r}")
         cls = voxel_classes(geometry, True)
-        vq = dict(q, classes=cls, groups=np.arange(n_l * n_r) // n_r) if c["voxels_given"] == "layer" else dict(q, classes=cls)
+        vq = dict(q, classes=cls, groups=np.arange(n_l * n_r) // n_r) if c.voxels_given == "layer" else dict(q, classes=cls)
         self.voxels = ConditionalQuantileGaussianizer(**vq)
         # Calibration of the output marginals: renormalising the sampled fractions to sum to one
         # distorts the distribution of each voxel's energy; a monotone map per class, conditional
@@ -176,7 +194,7 @@ class GaussianCopula(ShowerModel):
         basis, freq = alpha_fourier_basis(n_a)
         self.register_buffer("basis", basis, persistent=False)
         self.register_buffer("freq", freq, persistent=False)
-        n_f, d, k = n_a // 2 + 1, n_l * n_r, int(c["cov_energy_bins"])
+        n_f, d, k = n_a // 2 + 1, n_l * n_r, c.cov_energy_bins
         self.n_scalars = 1 + n_l  # the alpha-invariant variables, joined to the frequency-0 block
         self.register_buffer("chol0", torch.eye(d + self.n_scalars).repeat(k, 1, 1))  # (E bins, d + s, d + s)
         self.register_buffer("chol", torch.eye(d).repeat(k, n_f - 1, 1, 1))  # (E bins, freq 1.., d, d)
@@ -211,7 +229,8 @@ class GaussianCopula(ShowerModel):
         return lay.sum(-1, keepdim=True), lay, frac
 
     @torch.no_grad()
-    def fit_preprocessing(self, e_inc: Tensor, showers: Tensor) -> None:
+    def fit(self, e_inc: Tensor, showers: Tensor) -> None:
+        """Fit marginals, covariance and (with ``calibrate``) the output calibration, in closed form."""
         e = e_inc.reshape(-1).float().cpu()
         x = showers.float().cpu()
         self.e_range.copy_(torch.stack([e.min(), e.max()]))
@@ -251,7 +270,7 @@ class GaussianCopula(ShowerModel):
         self.chol0.copy_(chol0)
         self.chol.copy_(chol)
         self.cov_centres.copy_(torch.tensor(centres, dtype=torch.float32))
-        if self.config["calibrate"]:
+        if self.config.calibrate:
             self.output_data.fit(x, e)
             self.fit_calibration(e)
 
@@ -269,14 +288,11 @@ class GaussianCopula(ShowerModel):
 
     def _voxel_cond(self, e: Tensor, lay: Tensor) -> Tensor:
         """What the voxel fractions are conditional on: each layer's energy, or E_inc."""
-        return lay if self.config["voxels_given"] == "layer" else e
+        return lay if self.config.voxels_given == "layer" else e
 
     def _shrink(self, cov: Tensor) -> Tensor:
-        lam = float(self.config["shrinkage"])
+        lam = self.config.shrinkage
         return cov if lam == 0 else (1 - lam) * cov + lam * torch.diag_embed(torch.diagonal(cov))
-
-    def loss(self, e_inc: Tensor, showers: Tensor) -> Tensor:
-        raise NotImplementedError("model 'copula' is fitted in closed form by fit_preprocessing; it has no loss")
 
     # ------------------------------------------------------------------ sampling
     def _interp(self, table: Tensor, e_inc: Tensor) -> Tensor:
@@ -351,10 +367,10 @@ class GaussianCopula(ShowerModel):
         hit voxels would not trace into a fixed graph either); sample with torch."""
         e = e_inc.reshape(-1).to(self.chol.dtype)
         x = self._uncalibrated(e, z_energy.to(self.chol.dtype), z_shape.to(self.chol.dtype))
-        if self.config["calibrate"] and calibrate is not False:
+        if self.config.calibrate and calibrate is not False:
             raw_total = x.sum(1, keepdim=True)
             x = self.output_data.from_uniform(self.output_model.to_uniform(x, e, generator), e)
-            if self.config["keep_total"]:  # the copula's E_tot is exact by construction: keep it
+            if self.config.keep_total:  # the copula's E_tot is exact by construction: keep it
                 x = x * (raw_total / x.sum(1, keepdim=True).clamp(min=1e-30))
                 thr = float(self.geometry.readout_threshold)
                 x = torch.where(x >= thr, x, torch.zeros_like(x)) if thr > 0 else x
@@ -367,7 +383,7 @@ class GaussianCopula(ShowerModel):
         calibrate = options.pop("calibrate", None)
         if options:
             raise InputError(f"model {self.name!r} takes no sampling option(s) {', '.join(sorted(options))}")
-        if calibrate and not self.config["calibrate"]:
+        if calibrate and not self.config.calibrate:
             raise InputError("this copula was fitted without the output calibration")
         e = e_inc.reshape(-1).to(self.device)
         out = []

@@ -2,6 +2,10 @@
 
 No pickle is involved anywhere: the JSON names a registered model class, its config and its
 geometry; safetensors holds only tensors. Loading therefore runs no code from the file.
+
+Format versions: 2 keeps fitted statistics only in the weights (format 1 also wrote the CFM
+models' fitted ``hit_floor`` into the config). Files of format 1 are migrated on load
+(:func:`migrate`); nothing is rewritten on disk.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from caloforge.models.registry import build_model
 
 WEIGHTS = "model.safetensors"
 CONFIG = "model.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def geometry_to_json(g: Geometry) -> dict[str, Any]:
@@ -52,7 +56,7 @@ def save_model(model: ShowerModel, directory: str | Path, extra: dict[str, Any] 
         "format": "caloforge-model",
         "format_version": FORMAT_VERSION,
         "model": model.name,
-        "config": model.config,
+        "config": model.config.to_dict(),
         "geometry": geometry_to_json(model.geometry),
         "caloforge_version": __version__,
         "n_parameters": model.n_parameters(),
@@ -77,6 +81,25 @@ def read_model_json(directory: str | Path) -> dict[str, Any]:
     return meta
 
 
+def migrate(meta: dict[str, Any], state: dict[str, torch.Tensor], geometry: Geometry) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The config and tensors of a model file of any format version, in the current format.
+
+    Format 1 -> 2: the CFM models' read-out floor moves from the config key ``hit_floor`` into
+    the buffer ``pre.floor`` (the student drops the key; the teacher keeps its number, which as a
+    config value means "this floor")."""
+    config = dict(meta.get("config") or {})
+    version = int(meta.get("format_version", 1))
+    if version > FORMAT_VERSION:
+        raise InputError(f"model file format {version} is newer than this caloforge reads ({FORMAT_VERSION}); "
+                         "update caloforge")
+    if version < 2 and meta.get("model") in ("cfm", "cfm-student") and "pre.floor" not in state:
+        floor = config.pop("hit_floor", None) if meta.get("model") == "cfm-student" else config.get("hit_floor")
+        thr = float(geometry.readout_threshold)
+        number = isinstance(floor, (int, float)) and not isinstance(floor, bool)
+        state = {**state, "pre.floor": torch.tensor(max(float(floor), thr) if number else thr, dtype=torch.float64)}
+    return config, state
+
+
 def load_model(directory: str | Path, device: str | torch.device = "cpu") -> ShowerModel:
     """Build the model described by ``model.json`` and load ``model.safetensors`` into it."""
     directory = Path(directory)
@@ -84,11 +107,13 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu") -> Sho
     weights = directory / WEIGHTS
     if not weights.is_file():
         raise InputError(f"model weights {WEIGHTS} missing", directory)
-    model = build_model(meta["model"], geometry_from_json(meta["geometry"]), meta["config"])
     try:
         state = load_file(str(weights), device=str(device))
     except Exception as exc:  # safetensors raises its own error types
         raise InputError(f"cannot read weights ({exc})", weights) from None
+    geometry = geometry_from_json(meta["geometry"])
+    config, state = migrate(meta, state, geometry)
+    model = build_model(meta["model"], geometry, config)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise InputError(f"weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})", weights)

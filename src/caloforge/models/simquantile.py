@@ -15,7 +15,7 @@ shower per training energy and fits both maps.
 >>> m = SimQuantile(g, {"n_energy_bins": 2, "n_knots": 17})
 >>> e = torch.full((300,), 2e4)
 >>> x = m.simulate(e, torch.Generator().manual_seed(3)) * 1.5   # "data": the simulator, 50% hotter
->>> m.fit_preprocessing(e, x)
+>>> m.fit(e, x)
 >>> s = m.sample(e, generator=torch.Generator().manual_seed(4))
 >>> round(float(s.sum() / x.sum()), 1)
 1.0
@@ -29,6 +29,7 @@ References:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -37,30 +38,52 @@ from torch import Tensor
 
 from caloforge.errors import InputError
 from caloforge.geometry import Geometry
-from caloforge.models.base import ShowerModel
+from caloforge.config import preset
+from caloforge.models.base import ModelConfig, ShowerModel
 from caloforge.models.registry import register_model
 from caloforge.transforms.quantile import ConditionalQuantileGaussianizer
+
+
+@dataclass(frozen=True)
+class SimQuantileConfig(ModelConfig):
+    """Config of :class:`SimQuantile`: the quantile maps' energy bins, knots and tail density."""
+
+    n_energy_bins: int = 12
+    n_knots: int = 129
+    tail_z: float | None = 3.0
+
+    def validate(self) -> None:
+        if self.n_energy_bins < 1 or self.n_knots < 3:
+            raise self._error("n_energy_bins must be at least 1 and n_knots at least 3")
+
+    @classmethod
+    @preset
+    def tiny(cls) -> SimQuantileConfig:
+        """Few energy bins and knots: for tests."""
+        return cls(n_energy_bins=3, n_knots=17)
 
 
 @register_model
 class SimQuantile(ShowerModel):
     """Parametric simulator + per-class conditional quantile map onto the data.
 
+    Capabilities: fitted in closed form.
+
     References:
         Grindhammer, Rudowicz and Peters, NIM A 290 (1990) 469 (the parametrised shower).
     """
 
     name = "sim-quantile"
-    default_config: dict[str, Any] = {"n_energy_bins": 12, "n_knots": 129, "tail_z": 3.0}
+    Config = SimQuantileConfig
+    config: SimQuantileConfig
 
-    def __init__(self, geometry: Geometry, config: dict[str, Any] | None = None):
+    def __init__(self, geometry: Geometry, config: SimQuantileConfig | dict[str, Any] | None = None):
         super().__init__(geometry, config)
         from caloforge.simulation import ParametricSimulator
 
         self.simulator = ParametricSimulator(geometry)
         c = self.config
-        q = {"n_energy_bins": int(c["n_energy_bins"]), "n_knots": int(c["n_knots"]),
-             "tail_z": None if c["tail_z"] is None else float(c["tail_z"])}
+        q = {"n_energy_bins": c.n_energy_bins, "n_knots": c.n_knots, "tail_z": c.tail_z}
         self.sim_marginals = ConditionalQuantileGaussianizer(geometry, **q)
         self.data_marginals = ConditionalQuantileGaussianizer(geometry, **q)
         self.register_buffer("e_range", torch.tensor([1e3, 1e6]))
@@ -74,14 +97,12 @@ class SimQuantile(ShowerModel):
         return torch.from_numpy(np.asarray(x, np.float32)).to(e_inc.device)
 
     @torch.no_grad()
-    def fit_preprocessing(self, e_inc: Tensor, showers: Tensor) -> None:
+    def fit(self, e_inc: Tensor, showers: Tensor) -> None:
+        """Fit both marginal maps (data, and the simulator at the training energies)."""
         e = e_inc.reshape(-1).float().cpu()
         self.e_range.copy_(torch.stack([e.min(), e.max()]))
         self.data_marginals.fit(showers.float().cpu(), e)
         self.sim_marginals.fit(self.simulate(e), e)
-
-    def loss(self, e_inc: Tensor, showers: Tensor) -> Tensor:
-        raise NotImplementedError("model 'sim-quantile' is fitted in closed form by fit_preprocessing; it has no loss")
 
     @torch.no_grad()
     def sample(self, e_inc: Tensor, generator: torch.Generator | None = None, **options: Any) -> Tensor:

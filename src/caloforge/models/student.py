@@ -39,19 +39,51 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
+from caloforge.config import preset
 from caloforge.errors import InputError
+from caloforge.flowmatching import odeint
 from caloforge.geometry import Geometry
-from caloforge.models.cfm import ConditionalFlowMatching, _CFMBase, autocast_context, odeint
+from caloforge.models._autocast import autocast_context
+from caloforge.models.cfm import BF16Mode, CFMArchitecture, CFMConfig, ConditionalFlowMatching, _CFMBase
 from caloforge.models.registry import register_model
 
-_ARCH_KEYS = ("shape_alpha", "energy_alpha", "energy_width", "energy_depth", "shape_channels", "shape_blocks",
-              "shape_mid_blocks", "shape_emb", "dequantize")
+
+@dataclass(frozen=True)
+class StudentConfig(CFMArchitecture):
+    """Config of :class:`CFMStudent`: the teacher's architecture (for ``init_from_teacher``) and
+    how the distillation pairs are made."""
+
+    teacher: str | None = None  # teacher model / run folder (what fit_preprocessing distils from)
+    init_from_teacher: bool = True  # start from the teacher's weights (= its 1-step Euler sampler)
+    n_pairs: int = 10000  # teacher samples to regress
+    pair_steps: int | None = None  # teacher solver steps for the pairs (None: the teacher's default)
+    pair_solver: Literal["euler", "midpoint", "heun", "rk4"] | None = None  # None: the teacher's default
+    pair_seed: int = 0
+    pair_batch: int = 500
+    pair_bf16: BF16Mode = "auto"  # bfloat16 autocast while integrating the teacher on the CPU
+    pairs_file: str | None = None  # optional safetensors cache of the pairs (reused when it matches)
+    val_fraction: float = 0.05  # pairs held out for the validation loss
+
+    def validate(self) -> None:
+        super().validate()
+        if self.n_pairs < 1 or self.pair_batch < 1:
+            raise self._error("n_pairs and pair_batch must be at least 1")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise self._error("val_fraction must lie in [0, 1)")
+
+    @classmethod
+    @preset
+    def tiny(cls) -> StudentConfig:
+        """The architecture of ``CFMConfig.tiny()`` and few pairs: for tests."""
+        arch = CFMConfig.tiny().architecture()
+        return cls(**arch, n_pairs=64, pair_batch=32, cpu_bf16=False, pair_bf16=False)
 
 
 def pair_noise(seeds: Tensor, n_layers: int, n_voxels: int, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
@@ -100,8 +132,8 @@ def make_distillation_data(
     else:
         e_inc = torch.as_tensor(e_inc).reshape(-1).float().cpu()
         e = e_inc[torch.arange(n_pairs) % len(e_inc)]
-    steps = int(teacher.config["steps"] if steps is None else steps)
-    solver = teacher.config["solver"] if solver is None else solver
+    opts = teacher.solver_options(steps, solver)
+    steps, solver = opts["steps"], opts["solver"]
     L, V = teacher.geometry.n_layers, teacher.geometry.n_voxels
     index = torch.arange(n_pairs)
     y_energy = torch.empty(n_pairs, L)
@@ -129,30 +161,23 @@ def make_distillation_data(
 
 @register_model
 class CFMStudent(_CFMBase):
-    """One-step student of a ``cfm`` teacher (same networks and preprocessing, see module doc)."""
+    """One-step student of a ``cfm`` teacher (same networks and preprocessing, see module doc).
+
+    Capabilities: trained by its loss (on the teacher's pairs), a noise map (ONNX export),
+    distils from a teacher.
+
+    References:
+        Luhman and Luhman, *Knowledge Distillation in Iterative Generative Models for Improved
+        Sampling Speed*, arXiv:2101.02388.
+        Liu, Gong, Liu, *Flow Straight and Fast*, arXiv:2209.03003.
+    """
 
     name = "cfm-student"
-    default_config: dict[str, Any] = {
-        # architecture: must equal the teacher's for init_from_teacher
-        **{k: ConditionalFlowMatching.default_config[k] for k in _ARCH_KEYS},
-        "teacher": None,  # teacher model / run folder (what fit_preprocessing distils from)
-        "init_from_teacher": True,  # start from the teacher's weights (= its 1-step Euler sampler)
-        "n_pairs": 10000,  # teacher samples to regress
-        "pair_steps": None,  # teacher solver steps for the pairs (None: the teacher's default)
-        "pair_solver": None,  # teacher ODE solver for the pairs (None: the teacher's default)
-        "pair_seed": 0,
-        "pair_batch": 500,
-        "pair_bf16": "auto",  # bfloat16 autocast while integrating the teacher on the CPU
-        "pairs_file": None,  # optional safetensors cache of the pairs (reused when it matches)
-        "val_fraction": 0.05,  # pairs held out for the validation loss
-        "energy_loss_weight": 1.0,
-        "cpu_bf16": "auto",  # bfloat16 autocast in the loss on (AMX) CPUs
-        "sample_bf16": False,  # bfloat16 autocast in sampling on the CPU
-        "cpu_chunk": 100,  # sample() on the CPU in slices of this many showers (0: whole batch)
-        "hit_floor": None,  # copied from the teacher (MeV; None: the readout threshold)
-    }
+    Config = StudentConfig
+    config: StudentConfig
+    teacher_family = "cfm"
 
-    def __init__(self, geometry: Geometry, config: dict[str, Any] | None = None):
+    def __init__(self, geometry: Geometry, config: StudentConfig | dict[str, Any] | None = None):
         super().__init__(geometry, config)
         self._build()
         object.__setattr__(self, "_teacher", None)  # not a submodule: not trained, not saved
@@ -163,7 +188,7 @@ class CFMStudent(_CFMBase):
     def _load_teacher(self) -> ConditionalFlowMatching:
         if self._teacher is not None:
             return self._teacher
-        if not self.config["teacher"]:
+        if not self.config.teacher:
             raise InputError(
                 "model 'cfm-student' needs a teacher: set config 'teacher' to a trained cfm model "
                 "or run folder, or call student.distill_from(teacher)"
@@ -171,19 +196,22 @@ class CFMStudent(_CFMBase):
         from caloforge.models.pretrained import resolve
         from caloforge.models.serialization import load_model
 
-        teacher = load_model(resolve(self.config["teacher"]), device=self.device)
+        # Building the teacher draws initial weights from torch's global generator; a resumed
+        # run loads it inside the training loop, whose random stream must not move.
+        with torch.random.fork_rng(devices=[]):
+            teacher = load_model(resolve(self.config.teacher), device=self.device)
         if not isinstance(teacher, ConditionalFlowMatching):
-            raise InputError(f"the teacher must be a 'cfm' model, not {teacher.name!r}", self.config["teacher"])
+            raise InputError(f"the teacher must be a 'cfm' model, not {teacher.name!r}", self.config.teacher)
         object.__setattr__(self, "_teacher", teacher)
         return teacher
 
     def _pair_meta(self, teacher: ConditionalFlowMatching) -> dict[str, Any]:
+        opts = teacher.solver_options(self.config.pair_steps, self.config.pair_solver)
         return {
-            "n_pairs": int(self.config["n_pairs"]), "seed": int(self.config["pair_seed"]),
-            "steps": int(teacher.config["steps"] if self.config["pair_steps"] is None else self.config["pair_steps"]),
-            "solver": teacher.config["solver"] if self.config["pair_solver"] is None else self.config["pair_solver"],
-            "teacher": str(self.config["teacher"]), "energy_range": [float(teacher.pre.condition.log_min),
-                                                                      float(teacher.pre.condition.log_max)],
+            "n_pairs": self.config.n_pairs, "seed": self.config.pair_seed,
+            "steps": opts["steps"], "solver": opts["solver"],
+            "teacher": str(self.config.teacher), "energy_range": [float(teacher.pre.condition.log_min),
+                                                                   float(teacher.pre.condition.log_max)],
         }
 
     def _ensure_pairs(self) -> dict[str, Tensor]:
@@ -191,7 +219,7 @@ class CFMStudent(_CFMBase):
             return self._pairs
         teacher = self._load_teacher()
         meta = self._pair_meta(teacher)
-        path = Path(self.config["pairs_file"]) if self.config["pairs_file"] else None
+        path = Path(self.config.pairs_file) if self.config.pairs_file else None
         pairs = None
         if path is not None and path.is_file():
             from safetensors import safe_open
@@ -204,7 +232,7 @@ class CFMStudent(_CFMBase):
         if pairs is None:
             pairs = make_distillation_data(
                 teacher, meta["n_pairs"], meta["seed"], meta["steps"], meta["solver"],
-                int(self.config["pair_batch"]), self.config["pair_bf16"],
+                self.config.pair_batch, self.config.pair_bf16,
             )
             if path is not None:
                 from safetensors.torch import save_file
@@ -213,24 +241,23 @@ class CFMStudent(_CFMBase):
                 save_file({k: v.contiguous() for k, v in pairs.items()}, str(path),
                           metadata={"caloforge_pairs": json.dumps(meta)})
         self.set_pairs(pairs)
-        return pairs
+        return self._pairs  # with the train/validation split (the raw pairs lack it)
 
     def set_pairs(self, pairs: dict[str, Tensor]) -> None:
         """Use these distillation pairs (from :func:`make_distillation_data`) for the loss."""
         n = len(pairs["e_inc"])
-        n_val = min(n - 1, int(round(n * float(self.config["val_fraction"])))) if n > 1 else 0
+        n_val = min(n - 1, int(round(n * self.config.val_fraction))) if n > 1 else 0
         p = {k: v.cpu() for k, v in pairs.items()}
         p["n_train"] = torch.tensor(n - n_val)
         object.__setattr__(self, "_pairs", p)
 
     @torch.no_grad()
     def _copy_from_teacher(self, teacher: ConditionalFlowMatching) -> None:
-        self.pre.load_state_dict(teacher.pre.state_dict())
-        self.config["hit_floor"] = teacher.config.get("hit_floor")
-        self.pre.set_hit_floor(self.config["hit_floor"])
-        if not self.config["init_from_teacher"]:
+        self.pre.load_state_dict(teacher.pre.state_dict())  # statistics and hit floor alike
+        if not self.config.init_from_teacher:
             return
-        differing = [k for k in _ARCH_KEYS if self.config[k] != teacher.config[k]]
+        mine, theirs = self.config.architecture(), teacher.config.architecture()
+        differing = [k for k in mine if mine[k] != theirs[k]]
         if differing:
             raise InputError(
                 f"cfm-student: init_from_teacher needs the teacher's architecture; config keys "
@@ -249,7 +276,7 @@ class CFMStudent(_CFMBase):
         if pairs is None:
             meta = self._pair_meta(teacher)
             opts = {"n_pairs": meta["n_pairs"], "seed": meta["seed"], "steps": meta["steps"], "solver": meta["solver"],
-                    "batch_size": int(self.config["pair_batch"]), "bf16": self.config["pair_bf16"], **pair_options}
+                    "batch_size": self.config.pair_batch, "bf16": self.config.pair_bf16, **pair_options}
             pairs = make_distillation_data(teacher, **opts)
         self.set_pairs(pairs)
         object.__setattr__(self, "_prepared", True)
@@ -277,7 +304,7 @@ class CFMStudent(_CFMBase):
             idx = n_train + torch.randint(0, n - n_train, (b,))
         dev = self.device
         L, V = self.geometry.n_layers, self.geometry.n_voxels
-        z_e, z_s = pair_noise(_pair_seed(int(self.config["pair_seed"]), pairs["index"][idx]), L, V, dev)
+        z_e, z_s = pair_noise(_pair_seed(self.config.pair_seed, pairs["index"][idx]), L, V, dev)
         e = pairs["e_inc"][idx].to(dev)
         y_e = pairs["y_energy"][idx].to(dev)
         y_s = pairs["y_shape"][idx].to(dev, torch.float32)
@@ -287,17 +314,17 @@ class CFMStudent(_CFMBase):
             feats = self.pre.layer_features(e, e_layer)
             mask = self.pre.layer_sum.expand(self.pre.nonempty(e_layer)).float()
         t0 = torch.zeros(b, device=dev)
-        with autocast_context(dev, self.config["cpu_bf16"]):
+        with autocast_context(dev, self.config.cpu_bf16):
             pe = z_e + self.energy_velocity(z_e, t0, c).float()
             loss_e = ((pe - y_e) ** 2).mean()
             ps = z_s + self.shape_velocity(z_s, t0, c, y_e, feats).float()
             loss_s = ((ps - y_s) ** 2 * mask).sum() / mask.sum().clamp(min=1)
-        return float(self.config["energy_loss_weight"]) * loss_e + loss_s
+        return self.config.energy_loss_weight * loss_e + loss_s
 
     # ---------------------------------------------------------------- sampling
     def sample_from_noise(self, e_inc: Tensor, z_energy: Tensor, z_shape: Tensor, bf16: bool | None = None) -> Tensor:
         """Deterministic one-step map (E_inc, noise) -> showers (B, voxels) MeV."""
-        bf16 = self.config["sample_bf16"] if bf16 is None else bf16
+        bf16 = self.config.sample_bf16 if bf16 is None else bf16
         e = e_inc.reshape(-1).to(z_shape.dtype)
         c = self.pre.condition(e)
         t0 = torch.zeros_like(e)

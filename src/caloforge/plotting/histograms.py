@@ -290,7 +290,7 @@ def plot_histogram_grid(
     if len(titles) != k_cols:
         raise ValueError(f"{len(titles)} panel titles for {k_cols} columns")
     if edges is None or (isinstance(edges, np.ndarray) and edges.ndim == 1):
-        per_edges: list[np.ndarray | None] = [edges] * k_cols  # type: ignore[list-item]
+        per_edges: list[np.ndarray | None] = [edges] * k_cols
     else:
         per_edges = list(edges)
         if len(per_edges) != k_cols:

@@ -8,6 +8,7 @@ optionally split into incident-energy bins) or already averaged curves as a mapp
 from __future__ import annotations
 
 from collections.abc import Mapping
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,16 @@ import numpy as np
 from caloforge.features import ShowerFeatures
 from caloforge.geometry import Geometry
 from caloforge.plotting.showers import as_mean_shower
-from caloforge.plotting.style import REFERENCE_COLOR, SAMPLE_COLORS, format_energy, grid_shape, hep_style, label, new_figure, save_figure
+from caloforge.plotting.style import (
+    REFERENCE_COLOR,
+    SAMPLE_COLORS,
+    format_energy,
+    grid_shape,
+    hep_style,
+    label,
+    new_figure,
+    save_figure,
+)
 
 # ------------------------------------------------------------------ energy bins
 
@@ -47,7 +57,7 @@ def energy_bin_edges(e_inc: np.ndarray, n_bins: int = 4) -> np.ndarray:
 def energy_bin_labels(edges: np.ndarray) -> list[str]:
     """Legend texts such as ``1–3.2 GeV`` for consecutive edges (MeV)."""
     out = []
-    for a, b in zip(edges[:-1], edges[1:]):
+    for a, b in pairwise(edges):
         ta, tb = format_energy(a), format_energy(b)
         ua, ub = ta.split()[1], tb.split()[1]
         out.append(f"{ta.split()[0]}–{tb}" if ua == ub else f"{ta}–{tb}")
@@ -86,7 +96,7 @@ def _mean_and_sem(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _split(
     per_shower: np.ndarray, e_inc: np.ndarray | None, edges: np.ndarray | None, sample_label: str | None
-) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """``{label: (mean, sem)}`` of a per-shower array, overall or per energy bin."""
     if edges is None:
         return {sample_label or "all showers": _mean_and_sem(per_shower)}
@@ -126,7 +136,7 @@ def plot_longitudinal_profile(
         e_inc = data.e_inc if e_inc is None else e_inc
         data = data.e_layer
     if isinstance(data, Mapping):
-        curves: dict[str, tuple[np.ndarray, np.ndarray | None]] = {
+        curves: Mapping[str, tuple[np.ndarray, np.ndarray | None]] = {
             k: (np.asarray(v, dtype=np.float64), None) for k, v in data.items()
         }
     else:
@@ -239,8 +249,8 @@ def plot_radial_profile(
         parts = by_panel(radial_energies(s, geometry))  # (N, n_r) per panel
         offsets = np.cumsum([0] + [p.shape[1] for p in parts])
         split = _split(np.concatenate(parts, axis=1), e_inc, _resolve_bins(e_inc, energy_bins), sample_label)
-        for text, (mean, sem) in split.items():
-            curves[text] = [(mean[a:b], sem[a:b]) for a, b in zip(offsets[:-1], offsets[1:])]
+        for text, (mean_all, sem_all) in split.items():
+            curves[text] = [(mean_all[a:b], sem_all[a:b]) for a, b in pairwise(offsets)]
     if not curves:
         raise ValueError("no shower to draw")
 
@@ -291,11 +301,11 @@ def plot_radial_profile(
             else:
                 ax.set_ylabel("(1/E) dE/dr [1/mm]" if normalise else "mean dE/dr [MeV/mm]")
             _expand_top(ax, 20.0)
-            if rax is None:
+            if rax is None or ratio_to is None:  # rax exists exactly when ratio_to is given
                 ax.set_xlabel("r [mm]")
                 continue
             ax.tick_params(labelbottom=False)
-            ref = drawn[ratio_to]  # type: ignore[index]
+            ref = drawn[ratio_to]
             ratios = []
             for k, (text, yy) in enumerate(drawn.items()):
                 if text == ratio_to:
@@ -310,7 +320,7 @@ def plot_radial_profile(
                 span = max(0.05, float(np.max(np.abs(finite - 1.0))) * 1.15)
                 rax.set_ylim(1.0 - min(span, 1.0), 1.0 + span)
             rax.set_xlabel("r [mm]")
-            rax.set_ylabel(f"ratio to {ratio_to.split(' (')[0]}" if len(ratio_to) < 16 else "ratio")  # type: ignore[union-attr]
+            rax.set_ylabel(f"ratio to {ratio_to.split(' (')[0]}" if len(ratio_to) < 16 else "ratio")
         legend_title = "incident energy" if len(curves) > 1 else None
         axes[0].legend(loc="upper right", title=legend_title, fontsize="small" if regular else "x-small")
         if regular:

@@ -233,7 +233,7 @@ def plot_shower_side_view(
         fig = new_figure((max(6.5, 0.16 * len(layers) + 4.0), 5.2))
         ax = fig.subplots()
         mesh = None
-        for k, (layer, col) in enumerate(zip(layers, columns)):
+        for k, (layer, col) in enumerate(zip(layers, columns, strict=True)):
             radii = _transform(kind, np.asarray(geometry.layers[layer].r_edges))
             c = np.ma.masked_less_equal(col[:, None], 0.0)
             mesh = ax.pcolormesh([k - 0.5, k + 0.5], radii, c, cmap=cmap, norm=norm, shading="flat", rasterized=True)

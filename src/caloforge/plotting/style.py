@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -28,6 +28,8 @@ SAMPLE_COLORS = ("#5790fc", "#e42536", "#f89c20", "#964a8b", "#2ca02c", "#7a21dd
 #: Colour map of shower images (perceptually uniform; readable in grey scale).
 SHOWER_CMAP = "viridis"
 DPI = 110
+#: The layout engines :func:`new_figure` accepts (those of :class:`matplotlib.figure.Figure`).
+Layout = Literal["constrained", "compressed", "tight"]
 
 
 def style_rc(font_scale: float = 1.0) -> dict[str, Any]:
@@ -73,11 +75,12 @@ def hep_style(font_scale: float = 1.0, rc: dict[str, Any] | None = None) -> Iter
     """Apply the caloforge style (plus ``rc`` overrides) inside the block; rcParams are restored."""
     import matplotlib as mpl
 
-    with mpl.rc_context({**style_rc(font_scale), **(rc or {})}):
+    merged: dict[Any, Any] = {**style_rc(font_scale), **(rc or {})}
+    with mpl.rc_context(merged):
         yield
 
 
-def new_figure(figsize: tuple[float, float] | None = None, layout: str | None = "constrained") -> Any:
+def new_figure(figsize: tuple[float, float] | None = None, layout: Layout | None = "constrained") -> Any:
     """A new Agg-rendered :class:`~matplotlib.figure.Figure` outside pyplot (call in :func:`hep_style`)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -92,7 +95,7 @@ def figure(
     ncols: int = 1,
     *,
     figsize: tuple[float, float] | None = None,
-    layout: str | None = "constrained",
+    layout: Layout | None = "constrained",
     **subplots_kw: Any,
 ) -> tuple[Any, Any]:
     """``(fig, axes)`` like ``pyplot.subplots`` but outside pyplot (call in :func:`hep_style`)."""

@@ -125,9 +125,9 @@ class ParametricSimulator:
     def response(self, energy: np.ndarray) -> np.ndarray:
         """Mean visible / incident energy before leakage, per shower."""
         p = self.params
-        r = p.response * self.detector.response_scale
+        r0 = p.response * self.detector.response_scale
         e_gev = np.maximum(np.asarray(energy, dtype=np.float64) / 1e3, 0.5)  # tuned from 1 GeV up
-        r = r * (1.0 + p.response_inv_e / e_gev)
+        r = r0 * (1.0 + p.response_inv_e / e_gev)
         return np.clip(r, 0.05, 2.0)
 
     # ------------------------------------------------------------------ sampling

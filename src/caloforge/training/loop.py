@@ -1,11 +1,17 @@
 """The training loop behind ``caloforge train`` and :meth:`ShowerModel.fit`.
 
-One loop serves every registered model: it only calls ``model.fit_preprocessing(e_inc, showers)``
-once on the training data and ``model.loss(e_inc, showers)`` per batch (raw MeV showers, float32).
-On top it provides AdamW with linear warm-up and cosine decay, gradient clipping, an exponential
-moving average of the weights (what gets saved), validation loss, a progress bar, periodic atomic
-checkpoints without pickles, exact resumption, mixed precision on CUDA and data parallelism under
-``torchrun``. See :func:`train`.
+One loop serves every registered model, through the capabilities it declares
+(:mod:`caloforge.models.capabilities`): it calls ``model.fit_preprocessing(e_inc, showers)`` once
+on the training data, then per batch (raw MeV showers, float32) either the default step (AdamW on
+``model.loss``: :class:`~caloforge.models.capabilities.TrainableByLoss`) or the model's own
+``training_step`` with the optimisers it configured
+(:class:`~caloforge.models.capabilities.OwnsTrainingStep`: GANs, alternating updates). A model
+:class:`~caloforge.models.capabilities.FittedInClosedForm` is fitted and saved, with no steps.
+On top the loop provides linear warm-up and cosine decay of the learning rate, gradient clipping,
+an exponential moving average of the weights (what gets saved), validation loss, a progress bar,
+periodic atomic checkpoints without pickles, exact resumption, mixed precision on CUDA and data
+parallelism under ``torchrun`` (default step). The settings are a
+:class:`~caloforge.training.config.TrainConfig`. See :func:`train`.
 """
 
 from __future__ import annotations
@@ -29,7 +35,10 @@ from rich.console import Console
 from torch import Tensor, nn
 
 from caloforge import __version__
+from caloforge.config import ConfigError
 from caloforge.errors import CaloForgeError, InputError
+from caloforge.models.capabilities import FittedInClosedForm, OwnsTrainingStep, TrainableByLoss
+from caloforge.models.serialization import geometry_to_json, save_model
 from caloforge.training import distributed as D
 from caloforge.training.checkpoint import (
     flatten_optimizer,
@@ -39,6 +48,7 @@ from caloforge.training.checkpoint import (
     save_checkpoint,
     unflatten_optimizer,
 )
+from caloforge.training.config import TrainConfig
 from caloforge.training.data import BatchPlan, as_arrays, data_paths
 from caloforge.training.ema import EMA
 
@@ -152,91 +162,68 @@ def train(
     model,
     train_data,
     val_data=None,
+    config: TrainConfig | dict[str, Any] | None = None,
     *,
-    steps: int = 1000,
-    batch_size: int = 256,
-    lr: float = 1e-3,
-    weight_decay: float = 0.0,
-    warmup: int | None = None,
-    min_lr_ratio: float = 0.01,
-    ema_decay: float | None = 0.999,
-    max_time: float | None = None,
-    checkpoint_every: float = 300.0,
     run_dir: str | Path | None = None,
     resume: bool = False,
-    seed: int = 0,
     device: str | torch.device = "auto",
-    amp: bool | str | None = False,
-    grad_clip: float | None = 1.0,
-    val_every: int | None = None,
-    log_every: int | None = None,
+    max_time: float | None = None,
+    stop_at: int | None = None,
     progress: bool = True,
     metadata: dict[str, Any] | None = None,
-    stop_at: int | None = None,
+    **overrides: Any,
 ) -> TrainResult:
     """Train ``model`` (a :class:`~caloforge.models.ShowerModel`) on showers; return a summary.
 
     ``train_data``/``val_data``: a :class:`~caloforge.data.ShowerFile`, file path(s), or a pair
     ``(incident_energies, showers)`` of arrays; showers are raw MeV.
 
-    Optimisation: ``steps`` AdamW steps on batches of ``batch_size`` showers (the global batch:
-    under ``torchrun`` each of K processes takes ``batch_size / K`` of it), learning rate ``lr``
-    with linear warm-up over ``warmup`` steps (default: 5% of ``steps``, at most 1000) and cosine
-    decay to ``lr * min_lr_ratio``; gradient norm clipped at ``grad_clip``; ``ema_decay``: decay
-    of the exponential moving average of the weights (None: no averaging). At the end the model
-    holds the averaged weights, which are also the ones saved.
+    ``config``: the optimisation settings, a :class:`~caloforge.training.config.TrainConfig`
+    (or its JSON form; default ``TrainConfig()``), with ``overrides`` (its keys, e.g.
+    ``steps=500, lr=3e-4``) on top. At the end the model holds the averaged (EMA) weights,
+    which are also the ones saved.
 
     Run folder (when ``run_dir`` is given): ``config.json`` (model, options, data), ``checkpoint/``
     (latest checkpoint, every ``checkpoint_every`` seconds and at the end), ``model/`` (final
     model, :func:`~caloforge.models.save_model`) and ``train_log.jsonl``. With ``resume`` the
     run continues from its checkpoint exactly as if it had never stopped (same batches, same
-    random numbers), so a crash costs at most one checkpoint interval.
+    random numbers), so a crash costs at most one checkpoint interval (see also
+    :func:`caloforge.training.resume`, which rebuilds everything from the run folder).
 
     ``max_time`` (seconds) ends this call early, checkpointed and saved, as does ``stop_at`` (a
-    global step) and a first Ctrl-C / SIGTERM. ``seed`` fixes the batch order and the random
-    numbers of the loss; ``device`` is ``auto`` (CUDA when present), ``cpu`` or ``cuda``; ``amp``
-    (``bf16``/``fp16``/True) enables autocast on CUDA (ignored on the CPU).
+    global step) and a first Ctrl-C / SIGTERM. ``device`` is ``auto`` (CUDA when present),
+    ``cpu`` or ``cuda``.
     """
+    cfg = as_train_config(config, **overrides)
+    if max_time is not None and not max_time > 0:
+        raise InputError("max time must be positive")
     info, dev = D.setup(device)
     try:
         return _train(
             model, train_data, val_data, info, dev,
-            steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, warmup=warmup,
-            min_lr_ratio=min_lr_ratio, ema_decay=ema_decay, max_time=max_time,
-            checkpoint_every=checkpoint_every, run_dir=run_dir, resume=resume, seed=seed,
-            device=str(device), amp=amp, grad_clip=grad_clip, val_every=val_every, log_every=log_every,
+            **cfg.to_dict(), max_time=max_time, run_dir=run_dir, resume=resume, device=str(device),
             progress=progress, metadata=metadata, stop_at=stop_at,
         )
     finally:
         D.cleanup(info)
 
 
-def _check_options(o: dict[str, Any]) -> None:
-    def bad(msg: str) -> None:
-        raise InputError(msg)
+def as_train_config(config: TrainConfig | dict[str, Any] | None = None, **overrides: Any) -> TrainConfig:
+    """``config`` (a TrainConfig, its JSON form or None) with ``overrides``; bad keys or values
+    raise :class:`~caloforge.errors.InputError`."""
+    try:
+        cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+        return cfg.replace(**overrides) if overrides else cfg
+    except ConfigError as exc:
+        raise InputError(str(exc)) from None
 
-    if not (isinstance(o["steps"], int) and o["steps"] >= 1):
-        bad(f"steps must be a positive integer, got {o['steps']!r}")
-    if not (isinstance(o["batch_size"], int) and o["batch_size"] >= 1):
-        bad(f"batch size must be a positive integer, got {o['batch_size']!r}")
-    if not o["lr"] > 0:
-        bad(f"learning rate must be positive, got {o['lr']!r}")
-    if o["weight_decay"] < 0:
-        bad("weight decay must not be negative")
-    if o["ema_decay"] is not None and not 0.0 <= o["ema_decay"] < 1.0:
-        bad(f"EMA decay must lie in [0, 1), got {o['ema_decay']!r}")
-    if o["max_time"] is not None and o["max_time"] <= 0:
-        bad("max time must be positive")
-    if not o["checkpoint_every"] > 0:
-        bad("checkpoint interval must be positive")
-    if o["grad_clip"] is not None and o["grad_clip"] <= 0:
-        bad("gradient clipping norm must be positive")
-    if not 0.0 <= o["min_lr_ratio"] <= 1.0:
-        bad("min_lr_ratio must lie in [0, 1]")
+
+def _opt_prefix(i: int) -> str:
+    """Tensor-name prefix of optimiser ``i`` in a checkpoint (the first keeps the old name)."""
+    return "optimizer." if i == 0 else f"optimizer{i}."
 
 
 def _train(model, train_data, val_data, info: D.DistInfo, dev: torch.device, **o: Any) -> TrainResult:
-    _check_options(o)
     steps, batch_size, seed = o["steps"], o["batch_size"], int(o["seed"])
     amp_dtype = _amp_dtype(o["amp"])
     main = info.is_main
@@ -287,30 +274,49 @@ def _train(model, train_data, val_data, info: D.DistInfo, dev: torch.device, **o
     resume_state = None
     if o["resume"]:
         tensors, resume_state = load_checkpoint(ckpt_dir)
-        if resume_state.get("model") != model.name or resume_state.get("model_config") != jsonable(model.config):
+        if resume_state.get("model") != model.name or resume_state.get("model_config") != jsonable(model.config.to_dict()):
             raise InputError(
                 f"checkpoint is of model {resume_state.get('model')!r} with config "
                 f"{resume_state.get('model_config')}, not {model.name!r} with {model.config}", ckpt_dir,
             )
         _load_model_tensors(model, tensors, ckpt_dir)
+    elif isinstance(model, FittedInClosedForm):
+        # A closed-form model (e.g. ``copula``) is complete once fitted: save it, no steps.
+        _seed_all(seed, 0)
+        say(f"fitting {model.name} on {len(e_all)} showers (closed form)")
+        model.fit(e_all, s_all)
+        return _finish_fitted(model, run_dir, main, info, train_data, seed, time.monotonic() - t_fit)
     else:
         _seed_all(seed, 0)
         # Every rank computes the statistics on the same full training set: identical buffers.
         say(f"fitting {model.name} statistics on {len(e_all)} showers")
         model.fit_preprocessing(e_all, s_all)
+    if isinstance(model, FittedInClosedForm):
+        raise TrainingError(f"model {model.name!r} is fitted in closed form; there is nothing to resume")
+    owns_step = isinstance(model, OwnsTrainingStep)
+    if not owns_step and not isinstance(model, TrainableByLoss):
+        raise TrainingError(f"model {model.name!r} declares no way to be trained (a loss, its own training step "
+                            "or a closed-form fit)")
+    if owns_step and info.enabled:
+        raise InputError(f"model {model.name!r} trains through its own step, which does not run under torchrun yet; "
+                         "train it in one process")
     model.train()
     ema = EMA(model, o["ema_decay"]) if o["ema_decay"] is not None else None
     params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        # A closed-form model (e.g. ``copula``) is complete once fitted: save it, no steps.
-        if o["resume"]:
-            raise TrainingError(f"model {model.name!r} is fitted in closed form; there is nothing to resume")
-        return _finish_fitted(model, run_dir, main, info, train_data, seed, time.monotonic() - t_fit)
-    optimizer = torch.optim.AdamW(params, lr=o["lr"], weight_decay=o["weight_decay"])
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, steps, warmup, o["min_lr_ratio"])
-    )
-    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    if owns_step:
+        optimizers = list(model.configure_optimizers(o["lr"], o["weight_decay"]))
+        if not optimizers:
+            raise TrainingError(f"model {model.name!r} configured no optimiser")
+    else:
+        if not params:
+            raise TrainingError(f"model {model.name!r} has no trainable parameters")
+        optimizers = [torch.optim.AdamW(params, lr=o["lr"], weight_decay=o["weight_decay"])]
+    schedulers = [
+        torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, steps, warmup, o["min_lr_ratio"]))
+        for opt in optimizers
+    ]
+    optimizer = optimizers[0]
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 and not owns_step else None
     wrapper: nn.Module = _LossModule(model)
     if info.enabled:
         from torch.nn.parallel import DistributedDataParallel as DDP
@@ -335,9 +341,13 @@ def _train(model, train_data, val_data, info: D.DistInfo, dev: torch.device, **o
             if resume_state.get("ema") is None:
                 raise InputError("checkpoint holds no EMA weights but EMA is enabled", ckpt_dir)
             ema.load({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}, resume_state["ema"]["num_updates"])
-        optimizer.load_state_dict(unflatten_optimizer(tensors, resume_state["optimizer"]))
-        sched_state = dict(resume_state["scheduler"])
-        scheduler.load_state_dict(sched_state)
+        opt_metas = resume_state.get("optimizers") or [resume_state["optimizer"]]
+        sched_states = resume_state.get("schedulers") or [resume_state["scheduler"]]
+        if len(opt_metas) != len(optimizers):
+            raise InputError(f"checkpoint holds {len(opt_metas)} optimiser(s), the model has {len(optimizers)}", ckpt_dir)
+        for i, (opt, sched) in enumerate(zip(optimizers, schedulers)):
+            opt.load_state_dict(unflatten_optimizer(tensors, opt_metas[i], prefix=_opt_prefix(i)))
+            sched.load_state_dict(dict(sched_states[i]))
         if scaler is not None and resume_state.get("scaler"):
             scaler.load_state_dict(resume_state["scaler"])
         _restore_rng(tensors, resume_state, info, dev, seed)
@@ -377,7 +387,7 @@ def _train(model, train_data, val_data, info: D.DistInfo, dev: torch.device, **o
 
     def checkpoint_now() -> None:
         _save_checkpoint(
-            ckpt_dir, model, ema, optimizer, scheduler, scaler, step, steps, info, dev,
+            ckpt_dir, model, ema, optimizers, schedulers, scaler, step, steps, info, dev,
             elapsed_before + time.monotonic() - t0, options, last_loss, last_val,
         )
 
@@ -389,22 +399,26 @@ def _train(model, train_data, val_data, info: D.DistInfo, dev: torch.device, **o
                 idx = torch.from_numpy(plan.indices(step)).to(data_dev)
                 e_b = e_all.index_select(0, idx).to(dev, non_blocking=True)
                 s_b = s_all.index_select(0, idx).to(dev, non_blocking=True)
-                with autocast():
-                    loss = wrapper(e_b, s_b)
-                optimizer.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.unscale_(optimizer)
+                if owns_step:
+                    loss = model.training_step(e_b, s_b, optimizers, step)
                 else:
-                    loss.backward()
-                if o["grad_clip"] is not None:
-                    torch.nn.utils.clip_grad_norm_(params, o["grad_clip"])
-                if scaler is not None:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
-                scheduler.step()
+                    with autocast():
+                        loss = wrapper(e_b, s_b)
+                    optimizer.zero_grad(set_to_none=True)
+                    if scaler is not None:
+                        scaler.scale(loss).backward()
+                        scaler.unscale_(optimizer)
+                    else:
+                        loss.backward()
+                    if o["grad_clip"] is not None:
+                        torch.nn.utils.clip_grad_norm_(params, o["grad_clip"])
+                    if scaler is not None:
+                        scaler.step(optimizer)
+                        scaler.update()
+                    else:
+                        optimizer.step()
+                for sched in schedulers:
+                    sched.step()
                 if ema is not None:
                     ema.update(model)
                 acc += loss.detach().to(torch.float64)
@@ -435,7 +449,7 @@ def _train(model, train_data, val_data, info: D.DistInfo, dev: torch.device, **o
                             f"the training loss became {last_loss} by step {step}; "
                             "try a smaller --lr or --amp off (the last checkpoint is kept)"
                         )
-                    record: dict[str, Any] = {"step": step, "loss": last_loss, "lr": scheduler.get_last_lr()[0]}
+                    record: dict[str, Any] = {"step": step, "loss": last_loss, "lr": schedulers[0].get_last_lr()[0]}
                     if val is not None and (step % val_every == 0 or ending):
                         last_val = _validate(model, ema, val, batch_size, dev, data_dev, amp_dtype, info, seed)
                         record["val_loss"] = last_val
@@ -491,8 +505,6 @@ def _save_final(model, run_dir, main, info, training: dict[str, Any]) -> Path | 
         return None
     model_dir = run_dir / MODEL_DIR
     if main:
-        from caloforge.models.serialization import save_model
-
         save_model(model, model_dir, extra={"training": {"run_dir": str(run_dir.resolve()), **training}})
     D.barrier(info)
     return model_dir
@@ -549,7 +561,7 @@ def _load_model_tensors(model, tensors: dict[str, Tensor], where: Path) -> None:
         raise InputError(f"checkpoint does not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})", where)
 
 
-def _save_checkpoint(ckpt_dir, model, ema, optimizer, scheduler, scaler, step, steps, info, dev, elapsed,
+def _save_checkpoint(ckpt_dir, model, ema, optimizers, schedulers, scaler, step, steps, info, dev, elapsed,
                      options, last_loss, last_val) -> None:
     # RNG states of every rank travel to rank 0 (a collective: all ranks take part).
     torch_states = D.gather_tensor(info, torch.get_rng_state(), dev)
@@ -559,8 +571,11 @@ def _save_checkpoint(ckpt_dir, model, ema, optimizer, scheduler, scaler, step, s
     tensors: dict[str, Tensor] = {f"model.{k}": v for k, v in model.state_dict().items()}
     if ema is not None:
         tensors.update({f"ema.{k}": v for k, v in ema.tensors().items()})
-    opt_tensors, opt_meta = flatten_optimizer(optimizer.state_dict())
-    tensors.update(opt_tensors)
+    opt_metas = []
+    for i, opt in enumerate(optimizers):
+        opt_tensors, meta = flatten_optimizer(opt.state_dict(), prefix=_opt_prefix(i))
+        tensors.update(opt_tensors)
+        opt_metas.append(meta)
     for r, t in enumerate(torch_states):
         tensors[f"rng.torch.rank{r}"] = t
     for r, t in enumerate(cuda_states or []):
@@ -569,12 +584,14 @@ def _save_checkpoint(ckpt_dir, model, ema, optimizer, scheduler, scaler, step, s
         "step": step,
         "steps": steps,
         "model": model.name,
-        "model_config": jsonable(model.config),
+        "model_config": jsonable(model.config.to_dict()),
         "elapsed_s": elapsed,
         "world_size": info.world_size,
         "training": jsonable(options),
-        "optimizer": opt_meta,
-        "scheduler": jsonable(scheduler.state_dict()),
+        "optimizer": opt_metas[0],
+        "scheduler": jsonable(schedulers[0].state_dict()),
+        "optimizers": opt_metas,
+        "schedulers": [jsonable(sc.state_dict()) for sc in schedulers],
         "scaler": jsonable(scaler.state_dict()) if scaler is not None else None,
         "ema": {"decay": ema.decay, "num_updates": ema.num_updates} if ema is not None else None,
         "rng": _python_rng_state(),
@@ -605,8 +622,6 @@ def _restore_rng(tensors, state, info: D.DistInfo, dev, seed: int) -> None:
 
 
 def _write_run_config(run_dir: Path, model, options, train_data, val_data, metadata, resumed_at) -> None:
-    from caloforge.models.serialization import geometry_to_json
-
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / RUN_CONFIG
     if resumed_at is not None and path.is_file():
@@ -622,7 +637,7 @@ def _write_run_config(run_dir: Path, model, options, train_data, val_data, metad
         cfg = {
             "format": "caloforge-run",
             "model": model.name,
-            "model_config": jsonable(model.config),
+            "model_config": jsonable(model.config.to_dict()),
             "geometry": geometry_to_json(model.geometry),
             "training": jsonable(options),
             "data": {"train": data_paths(train_data), "val": data_paths(val_data) if val_data is not None else None},

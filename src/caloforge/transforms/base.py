@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
+from typing import cast
 
 from torch import Tensor, nn
 
@@ -40,7 +41,7 @@ class Compose(Transform):
 
     def fit(self, x: Tensor, cond: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
         for t in self.transforms:
-            x = t.fit(x, cond, mask)
+            x = cast(Transform, t).fit(x, cond, mask)
         return x
 
     def forward(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
@@ -50,5 +51,5 @@ class Compose(Transform):
 
     def inverse(self, y: Tensor, cond: Tensor | None = None) -> Tensor:
         for t in reversed(self.transforms):
-            y = t.inverse(y, cond)
+            y = cast(Transform, t).inverse(y, cond)
         return y

@@ -44,6 +44,10 @@ class Standardize(Transform):
     first dimension of the data, optionally over the entries a mask selects. Features with fewer
     than two selected entries keep mean 0 / std 1; std is floored at ``min_std``."""
 
+    # buffers (registered in __init__), declared for the type checker
+    mean: Tensor
+    std: Tensor
+
     def __init__(self, shape: int | tuple[int, ...], min_std: float = 1e-3):
         super().__init__()
         shape = (shape,) if isinstance(shape, int) else tuple(shape)
@@ -88,6 +92,10 @@ class Standardize(Transform):
 class LogEnergyScale(Transform):
     """Conditioning on the incident energy: ``c = (log E - log E_min) / (log E_max - log E_min)``,
     in [0, 1] over the training range (fitted: the smallest and largest energy seen)."""
+
+    # buffers (registered in __init__), declared for the type checker
+    log_min: Tensor
+    log_max: Tensor
 
     def __init__(self, e_min: float = 1e3, e_max: float = 1e6):
         super().__init__()

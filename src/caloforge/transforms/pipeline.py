@@ -53,6 +53,10 @@ class ShowerPreprocessing(nn.Module):
         self.threshold = Threshold(geometry.readout_threshold)
         # log(E_layer / E_inc) of non-empty layers, standardised: the shape network's per-layer input.
         self.layer_log = Standardize(n_layers)
+        # Where generated voxels are read out (MeV): a fitted statistic, so a buffer; the
+        # dequantizer reads it as a float, synchronised after every load_state_dict.
+        self.register_buffer("floor", torch.tensor(self.threshold_value, dtype=torch.float64))
+        self.register_load_state_dict_post_hook(ShowerPreprocessing._sync_floor)
 
     # ------------------------------------------------------------------ helpers
     def nonempty(self, e_layer: Tensor) -> Tensor:
@@ -73,13 +77,21 @@ class ShowerPreprocessing(nn.Module):
         z = torch.where(ok, z, torch.zeros_like(z))
         return torch.stack([z, ok.to(z.dtype)], 1)
 
-    def set_hit_floor(self, floor: object) -> None:
-        """Read generated voxels out from ``floor`` MeV up (anything but a number, e.g. None or
-        a not yet fitted "auto": the readout threshold); only with ``dequantize`` (see
-        :class:`BelowThresholdNoise`)."""
+    def set_hit_floor(self, floor: float | None) -> None:
+        """Read generated voxels out from ``floor`` MeV up (None: the readout threshold); only
+        with ``dequantize`` (see :class:`BelowThresholdNoise`). The value is the buffer
+        ``floor``, saved with the model's weights."""
+        value = self.threshold_value if floor is None else max(float(floor), self.threshold_value)
+        self.floor.fill_(value)
+        self._sync_floor()
+
+    def hit_floor_value(self) -> float:
+        """The energy (MeV) generated voxels are read out from."""
+        return float(self.floor) if self.dequantizer is not None else self.threshold_value
+
+    def _sync_floor(self, *_: object) -> None:
         if self.dequantizer is not None:
-            number = isinstance(floor, (int, float)) and not isinstance(floor, bool)
-            self.dequantizer.floor = max(float(floor), self.threshold_value) if number else self.threshold_value
+            self.dequantizer.floor = float(self.floor)
 
     # ------------------------------------------------------------------ fitting
     @torch.no_grad()

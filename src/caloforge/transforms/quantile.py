@@ -44,6 +44,7 @@ True
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -97,6 +98,15 @@ class ConditionalQuantileGaussianizer(Transform):
         decomposition of a joint distribution into marginals and dependence.
     """
 
+    # buffers (registered in __init__), declared for the type checker
+    voxel_class: Tensor
+    class_group: Tensor
+    voxel_group: Tensor
+    centres: Tensor
+    p0: Tensor
+    knots: Tensor
+    levels: Tensor
+
     def __init__(
         self,
         geometry: Geometry | None = None,
@@ -114,7 +124,7 @@ class ConditionalQuantileGaussianizer(Transform):
             raise ValueError("need at least one energy bin and two quantile knots")
         if (geometry is None) == (classes is None):
             raise ValueError("give either a geometry (voxel classes from it) or explicit classes")
-        cls = voxel_classes(geometry, pool_alpha) if classes is None else np.asarray(classes, dtype=np.int64)
+        cls = voxel_classes(geometry, pool_alpha) if geometry is not None else np.asarray(classes, dtype=np.int64)
         if threshold is None:
             threshold = geometry.readout_threshold if geometry is not None else 0.0
         self.threshold = float(threshold)
@@ -174,6 +184,7 @@ class ConditionalQuantileGaussianizer(Transform):
                 knots[:, classes] = -10.0
                 continue
             order = valid[torch.argsort(log_c[valid, g])]
+            bins: Sequence[Tensor]
             if len(valid) < self.n_bins:  # too few for the bins: one table for all of them
                 bins = [order] * self.n_bins
             else:
