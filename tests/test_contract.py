@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import dataclasses
 
-import example_family  # noqa: F401 - registers "example-tiny-gan"
 import numpy as np
 import pytest
 import torch
 
+import example_family  # noqa: F401 - registers "example-tiny-gan"
 from caloforge.config import ConfigError
 from caloforge.errors import InputError
 from caloforge.geometry import get_geometry
@@ -127,7 +127,7 @@ def test_resume_is_bit_identical(name, data, tmp_path):
     again = _model(name, tmp_path, data)
     r = train(again, data, config=cfg, run_dir=tmp_path / "b", resume=True, progress=False, device="cpu")
     assert r.step == cfg.steps and r.resumed_from == 2
-    for (k, v), (k2, w) in zip(straight.state_dict().items(), again.state_dict().items()):
+    for (k, v), (k2, w) in zip(straight.state_dict().items(), again.state_dict().items(), strict=True):
         assert k == k2 and torch.equal(v, w), k
 
 

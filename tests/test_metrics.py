@@ -83,9 +83,9 @@ def test_official_binning_ds1_layer_limits():
     maxes = np.full(g.n_layers, 1e4)
     maxes[0] = 5.0  # below the 10 MeV floor: no histogram
     b = official_binning(g, maxes)
-    lims = {l: e[-1] for l, e in zip(g.layers_binned_in_alpha, b.ec_eta)}
+    lims = {l: e[-1] for l, e in zip(g.layers_binned_in_alpha, b.ec_eta, strict=True)}
     assert lims[12] == 500.0 and lims[13] == 500.0 and lims[1] == 100.0
-    wl = {l: e[-1] for l, e in zip(g.layers_binned_in_alpha, b.width_eta)}
+    wl = {l: e[-1] for l, e in zip(g.layers_binned_in_alpha, b.width_eta, strict=True)}
     assert wl[12] == 400.0 and wl[2] == 100.0
     assert b.min_energy == MIN_ENERGY_DS1 and b.e_layer[0] is None and b.notes
 

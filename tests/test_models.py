@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from caloforge.errors import InputError
+from caloforge.flowmatching import SOLVERS
 from caloforge.geometry import get_geometry
 from caloforge.models import available_models, build_model, load_model, save_model
-from caloforge.flowmatching import SOLVERS
 from caloforge.models.student import make_distillation_data
 
 torch.set_num_threads(1)
@@ -46,7 +46,7 @@ def teacher(data):
     model = build_model("cfm", GEOMETRY, TINY)
     model.fit_preprocessing(*data)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for step in range(15):
+    for _ in range(15):
         idx = torch.randint(0, len(data[0]), (32,))
         loss = model.loss(data[0][idx], data[1][idx])
         opt.zero_grad()

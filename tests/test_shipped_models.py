@@ -35,3 +35,36 @@ def test_shipped_model_generates_physical_showers(name, extra, tmp_path):
     # trained on Geant4 electrons: the response is near Geant4's 0.97 and showers peak early
     assert 0.85 < feats.etot_einc.mean() < 1.1
     assert 3 <= int(np.argmax(feats.e_layer.mean(0))) <= 14
+
+
+@pytest.mark.parametrize("name", ["ds2-electrons-teacher", "ds2-electrons-cfm"])
+def test_format_1_cfm_files_migrate_on_load(name, tmp_path):
+    """The shipped CFM files are format 1 (the fitted hit floor in model.json); loading moves it
+    into the buffer pre.floor, the student's config loses the key, and a re-saved file is
+    format 2 with the floor in the weights and the same samples."""
+    import json
+    from pathlib import Path
+
+    import torch
+    from safetensors import safe_open
+
+    from caloforge.models import load_model, save_model
+
+    path = list_pretrained()[name]["path"]
+    meta = json.loads((Path(path) / "model.json").read_text())
+    assert meta["format_version"] == 1 and meta["config"]["hit_floor"] == pytest.approx(0.11125379759073258)
+    with safe_open(f"{path}/model.safetensors", "pt") as f:
+        assert "pre.floor" not in f.keys()
+    model = load_model(name)
+    assert model.readout_floor() == pytest.approx(0.11125379759073258)
+    assert ("hit_floor" in model.config.to_dict()) == (name == "ds2-electrons-teacher")
+    save_model(model, tmp_path / "m")
+    again = json.loads((tmp_path / "m" / "model.json").read_text())
+    assert again["format_version"] == 2
+    with safe_open(str(tmp_path / "m" / "model.safetensors"), "pt") as f:
+        assert float(f.get_tensor("pre.floor")) == pytest.approx(0.11125379759073258)
+    e = torch.tensor([5e3, 5e4])
+    opts = {"steps": 2} if name == "ds2-electrons-teacher" else {}
+    a = model.sample(e, generator=torch.Generator().manual_seed(0), **opts)
+    b = load_model(tmp_path / "m").sample(e, generator=torch.Generator().manual_seed(0), **opts)
+    assert torch.equal(a, b)

@@ -153,7 +153,9 @@ def test_optional_clustering_keeps_layer_energies():
     assert lumpy.min() >= 0
     assert abs(lumpy.sum(1).mean() / plain.sum(1).mean() - 1) < 0.01
     # lumpier azimuthal distribution: the per-layer energy in one angular bin fluctuates more
-    wedge = lambda s: s.reshape(len(s), 45, 16, 9).sum(axis=3)[:, 5:10].std()
+    def wedge(s):
+        return s.reshape(len(s), 45, 16, 9).sum(axis=3)[:, 5:10].std()
+
     assert wedge(lumpy) > wedge(plain)
 
 

@@ -21,8 +21,8 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from caloforge.cli.main import app
-from caloforge.errors import InputError
 from caloforge.data import read_showers, write_showers
+from caloforge.errors import InputError
 from caloforge.geometry import get_geometry
 from caloforge.models import available_models, build_model, load_model
 from caloforge.training import TrainResult, lr_factor, train
@@ -148,7 +148,7 @@ def test_voxel_lognormal_log_prob_is_normalised():
 def test_lr_schedule_warms_up_and_decays():
     f = [lr_factor(s, 100, 10, 0.01) for s in range(100)]
     assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
-    assert all(a >= b for a, b in zip(f[10:], f[11:])) and f[-1] < 0.02
+    assert all(a >= b for a, b in zip(f[10:], f[11:], strict=False)) and f[-1] < 0.02
 
 
 # ---------------------------------------------------------------------- the loop

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -15,14 +15,14 @@ from caloforge.errors import InputError
 def generate(
     model: str = typer.Argument(..., help="A training run folder, a model folder or a shipped model name."),
     output: Path = typer.Option(..., "--output", "-o", help="Output CaloChallenge HDF5 file."),
-    energies_from: Optional[Path] = typer.Option(None, "--energies-from", help="Use the incident energies of this CaloChallenge file."),
-    n: Optional[int] = typer.Option(None, "--n", "-n", help="Number of showers (with --energy; with --energies-from: the first N)."),
-    energy: Optional[str] = typer.Option(None, "--energy", help="Incident energies, e.g. log-uniform:1GeV:100GeV, fixed:50GeV (default with --n: log-uniform over the model's training range)."),
+    energies_from: Path | None = typer.Option(None, "--energies-from", help="Use the incident energies of this CaloChallenge file."),
+    n: int | None = typer.Option(None, "--n", "-n", help="Number of showers (with --energy; with --energies-from: the first N)."),
+    energy: str | None = typer.Option(None, "--energy", help="Incident energies, e.g. log-uniform:1GeV:100GeV, fixed:50GeV (default with --n: log-uniform over the model's training range)."),
     batch_size: int = typer.Option(1000, "--batch-size", help="Showers per sampling call."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu or cuda."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Random seed (default: a fresh one, recorded in the file)."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Solver steps, for models that integrate an ODE."),
+    threads: int | None = typer.Option(None, "--threads", help="CPU threads for torch."),
+    seed: int | None = typer.Option(None, "--seed", help="Random seed (default: a fresh one, recorded in the file)."),
+    steps: int | None = typer.Option(None, "--steps", help="Solver steps, for models that integrate an ODE."),
     onnx: bool = typer.Option(False, "--onnx", help="Sample with ONNX Runtime from the model's ONNX export."),
 ) -> None:
     """Generate showers with a model; writes CaloChallenge format with provenance and reports throughput.

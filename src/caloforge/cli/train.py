@@ -6,7 +6,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 
@@ -51,28 +51,28 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
 
 def train(
     output: Path = typer.Option(..., "--output", "-o", help="Run folder (config, checkpoints, log, final model)."),
-    model: Optional[str] = typer.Option(None, "--model", "-m", help="Registered model name (see 'caloforge models')."),
-    config: Optional[Path] = typer.Option(None, "--config", help="Model configuration, a JSON object (keys: 'caloforge models')."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="Training preset: default, quick or tiny (see TrainConfig)."),
-    data: Optional[list[Path]] = typer.Option(None, "--data", "-d", help="Training file(s), CaloChallenge HDF5; repeatable."),
-    val: Optional[list[Path]] = typer.Option(None, "--val", help="Validation file(s); repeatable."),
-    val_fraction: Optional[float] = typer.Option(None, "--val-fraction", help="Fraction of --data held out for validation when no --val is given (default: 0.1)."),
-    steps: Optional[int] = typer.Option(None, "--steps", help=f"Optimisation steps (default: {_D.steps})."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help=f"Showers per step, over all processes (default: {_D.batch_size})."),
-    lr: Optional[float] = typer.Option(None, "--lr", help=f"Peak learning rate (default: {_D.lr:g})."),
-    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help=f"AdamW weight decay (default: {_D.weight_decay:g})."),
-    warmup: Optional[int] = typer.Option(None, "--warmup", help="Linear warm-up steps (default: 5% of --steps, at most 1000)."),
-    ema_decay: Optional[float] = typer.Option(None, "--ema-decay", help=f"Decay of the weight average that is saved; 0 disables (default: {_D.ema_decay})."),
-    grad_clip: Optional[float] = typer.Option(None, "--grad-clip", help=f"Gradient-norm clipping; 0 disables (default: {_D.grad_clip:g})."),
-    max_time: Optional[str] = typer.Option(None, "--max-time", help="Stop (checkpointed and saved) after this long, e.g. 30m, 2h."),
-    checkpoint_every: Optional[str] = typer.Option(None, "--checkpoint-every", help=f"Checkpoint interval, e.g. 5m (default: {_D.checkpoint_every:g} s)."),
-    val_every: Optional[int] = typer.Option(None, "--val-every", help="Validate every N steps (default: steps/10, at most 1000)."),
+    model: str | None = typer.Option(None, "--model", "-m", help="Registered model name (see 'caloforge models')."),
+    config: Path | None = typer.Option(None, "--config", help="Model configuration, a JSON object (keys: 'caloforge models')."),
+    preset: str | None = typer.Option(None, "--preset", help="Training preset: default, quick or tiny (see TrainConfig)."),
+    data: list[Path] | None = typer.Option(None, "--data", "-d", help="Training file(s), CaloChallenge HDF5; repeatable."),
+    val: list[Path] | None = typer.Option(None, "--val", help="Validation file(s); repeatable."),
+    val_fraction: float | None = typer.Option(None, "--val-fraction", help="Fraction of --data held out for validation when no --val is given (default: 0.1)."),
+    steps: int | None = typer.Option(None, "--steps", help=f"Optimisation steps (default: {_D.steps})."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help=f"Showers per step, over all processes (default: {_D.batch_size})."),
+    lr: float | None = typer.Option(None, "--lr", help=f"Peak learning rate (default: {_D.lr:g})."),
+    weight_decay: float | None = typer.Option(None, "--weight-decay", help=f"AdamW weight decay (default: {_D.weight_decay:g})."),
+    warmup: int | None = typer.Option(None, "--warmup", help="Linear warm-up steps (default: 5% of --steps, at most 1000)."),
+    ema_decay: float | None = typer.Option(None, "--ema-decay", help=f"Decay of the weight average that is saved; 0 disables (default: {_D.ema_decay})."),
+    grad_clip: float | None = typer.Option(None, "--grad-clip", help=f"Gradient-norm clipping; 0 disables (default: {_D.grad_clip:g})."),
+    max_time: str | None = typer.Option(None, "--max-time", help="Stop (checkpointed and saved) after this long, e.g. 30m, 2h."),
+    checkpoint_every: str | None = typer.Option(None, "--checkpoint-every", help=f"Checkpoint interval, e.g. 5m (default: {_D.checkpoint_every:g} s)."),
+    val_every: int | None = typer.Option(None, "--val-every", help="Validate every N steps (default: steps/10, at most 1000)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --output from its last checkpoint."),
-    seed: Optional[int] = typer.Option(None, "--seed", help=f"Seed of the initial weights, data order and noise (default: {_D.seed})."),
+    seed: int | None = typer.Option(None, "--seed", help=f"Seed of the initial weights, data order and noise (default: {_D.seed})."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu or cuda."),
     amp: bool = typer.Option(False, "--amp", help="Mixed precision (autocast) on CUDA."),
     amp_dtype: str = typer.Option("bf16", "--amp-dtype", help="bf16 or fp16 with --amp."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch."),
+    threads: int | None = typer.Option(None, "--threads", help="CPU threads for torch."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Train a generative model on showers; resumable, data-parallel under torchrun.

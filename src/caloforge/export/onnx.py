@@ -19,13 +19,16 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from caloforge.models.capabilities import NoiseMap, SolverSteps
+
+if TYPE_CHECKING:
+    from caloforge.models.base import ShowerModel
 
 CONDITION = "e_inc"
 #: The inputs of the CFM models' graphs (other families name their noise in ``noise_shapes()``).
@@ -35,7 +38,7 @@ DEFAULT_OPSET = 17
 
 
 class _SamplerGraph(nn.Module):
-    def __init__(self, model: nn.Module, options: dict[str, Any]):
+    def __init__(self, model: NoiseMap, options: dict[str, Any]):
         super().__init__()
         self.model = model
         self.options = options
@@ -45,7 +48,7 @@ class _SamplerGraph(nn.Module):
 
 
 def export_onnx(
-    model: nn.Module,
+    model: ShowerModel,
     path: str | Path,
     batch_size: int | None = None,
     steps: int | None = None,
@@ -142,7 +145,8 @@ class OnnxSampler:
         if len(noise) != len(self.noise_shapes):
             raise ValueError(f"{self.path}: expects {len(self.noise_shapes)} noise arrays ({', '.join(self.noise_shapes)})")
         feeds = {CONDITION: np.ascontiguousarray(np.asarray(e_inc, np.float32).reshape(-1))}
-        feeds.update({name: np.ascontiguousarray(z, np.float32) for name, z in zip(self.noise_shapes, noise)})
+        feeds.update({name: np.ascontiguousarray(z, np.float32)
+                      for name, z in zip(self.noise_shapes, noise, strict=True)})
         return self.session.run([OUTPUT], feeds)[0]
 
     def noise(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:

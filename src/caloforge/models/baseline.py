@@ -78,6 +78,14 @@ class VoxelLogNormal(ShowerModel):
     name = "voxel-lognormal"
     Config = VoxelLogNormalConfig
     config: VoxelLogNormalConfig
+    # buffers (registered in __init__), declared for the type checker
+    log_e_mean: Tensor
+    log_e_std: Tensor
+    x_limit: Tensor
+    log_upper: Tensor
+    hit_base: Tensor
+    mu_base: Tensor
+    log_sigma_base: Tensor
 
     def __init__(self, geometry: Geometry, config: VoxelLogNormalConfig | dict[str, Any] | None = None):
         super().__init__(geometry, config)

@@ -43,11 +43,11 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from caloforge.config import preset
 from caloforge.errors import InputError
 from caloforge.flowmatching import StraightPath, check_solver, odeint
 from caloforge.geometry import Geometry
 from caloforge.models._autocast import autocast_context
-from caloforge.config import preset
 from caloforge.models.base import ModelConfig, ShowerModel
 from caloforge.models.networks import EnergyNet, ShapeNet
 from caloforge.models.registry import register_model
@@ -239,7 +239,7 @@ class ConditionalFlowMatching(_CFMBase):
 
     # ---------------------------------------------------------------- sampling
     def solver_options(self, steps: int | None = None, solver: str | None = None) -> dict[str, Any]:
-        opts = {"steps": int(self.config.steps if steps is None else steps),
+        opts: dict[str, Any] = {"steps": int(self.config.steps if steps is None else steps),
                 "solver": self.config.solver if solver is None else solver}
         check_solver(opts["solver"], opts["steps"])
         return opts
@@ -266,8 +266,9 @@ class ConditionalFlowMatching(_CFMBase):
             )
         return self.pre.shape_inverse(y_s, e_layer)
 
+    # explicit keyword options (unknown ones a TypeError) narrow ShowerModel.sample's **options
     @torch.no_grad()
-    def sample(
+    def sample(  # type: ignore[override]
         self, e_inc: Tensor, generator: torch.Generator | None = None, steps: int | None = None,
         solver: str | None = None, energy_steps: int | None = None, bf16: bool | None = None,
     ) -> Tensor:

@@ -57,11 +57,11 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from caloforge.config import preset
 from caloforge.errors import InputError
 from caloforge.geometry import Geometry
-from caloforge.config import preset
 from caloforge.models.base import ModelConfig, ShowerModel
 from caloforge.models.registry import register_model
 from caloforge.transforms.quantile import ConditionalQuantileGaussianizer, voxel_classes
@@ -168,6 +168,14 @@ class GaussianCopula(ShowerModel):
     name = "copula"
     Config = CopulaConfig
     config: CopulaConfig
+    # buffers (registered in __init__), declared for the type checker
+    basis: Tensor
+    freq: Tensor
+    chol0: Tensor
+    chol: Tensor
+    cov_centres: Tensor
+    e_range: Tensor
+    layer_of_voxel: Tensor
 
     def __init__(self, geometry: Geometry, config: CopulaConfig | dict[str, Any] | None = None):
         super().__init__(geometry, config)
@@ -176,7 +184,7 @@ class GaussianCopula(ShowerModel):
         c = self.config
         n_l, n_a, n_r = geometry.shape
         tail = c.tail_z
-        q = {"n_energy_bins": c.n_energy_bins, "n_knots": c.n_knots, "threshold": 0.0, "tail_z": tail}
+        q: dict[str, Any] = {"n_energy_bins": c.n_energy_bins, "n_knots": c.n_knots, "threshold": 0.0, "tail_z": tail}
         # Three levels, each with exact conditional marginals: E_tot / E_inc, the layer
         # fractions E_layer / E_tot and the voxel fractions E_voxel / E_layer (rings pooled in alpha).
         self.total = ConditionalQuantileGaussianizer(classes=np.zeros(1, np.int64), **q)
@@ -188,7 +196,7 @@ class GaussianCopula(ShowerModel):
         # distorts the distribution of each voxel's energy; a monotone map per class, conditional
         # on E_inc, takes the model's distribution (``output_model``, fitted on a sample of the
         # model at the training energies) onto the data's (``output_data``).
-        oq = {"n_energy_bins": q["n_energy_bins"], "n_knots": q["n_knots"], "tail_z": tail}
+        oq: dict[str, Any] = {"n_energy_bins": q["n_energy_bins"], "n_knots": q["n_knots"], "tail_z": tail}
         self.output_model = ConditionalQuantileGaussianizer(geometry, **oq)
         self.output_data = ConditionalQuantileGaussianizer(geometry, **oq)
         basis, freq = alpha_fourier_basis(n_a)

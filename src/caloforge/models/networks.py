@@ -16,6 +16,7 @@ References:
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -100,6 +101,7 @@ class _ResBlock(nn.Module):
         self.norm2 = nn.GroupNorm(_groups(c), c, affine=False)
         self.film = nn.Linear(emb, 2 * c)
         self.conv2 = CircularConv(c, c)
+        assert self.conv2.conv.bias is not None
         nn.init.zeros_(self.conv2.conv.weight)
         nn.init.zeros_(self.conv2.conv.bias)
 
@@ -161,6 +163,7 @@ class ShapeNet(nn.Module):
         self.out = nn.Conv2d(c0, self.n_r * 2 * self.s_alpha, 1)
         self.skip = nn.Conv2d(c_in, self.n_r, 1)
         for layer in (self.out, self.skip):
+            assert layer.bias is not None
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
@@ -174,18 +177,18 @@ class ShapeNet(nn.Module):
         h = self.stem(inp) + self.layer_pos
         skips = []
         for i, level in enumerate(self.down_blocks):
-            for block in level:
+            for block in cast(nn.ModuleList, level):
                 h = block(h, emb)
             if i < len(self.downs):
                 skips.append(h)
                 h = self.downs[i](h)
         for block in self.mid_blocks:
             h = block(h, emb)
-        for up, level in zip(self.ups, self.up_blocks):
+        for up, level in zip(self.ups, self.up_blocks, strict=True):
             skip = skips.pop()
             h = F.interpolate(h, size=(int(skip.shape[2]), int(skip.shape[3])), mode="nearest")
             h = up(h) + skip
-            for block in level:
+            for block in cast(nn.ModuleList, level):
                 h = block(h, emb)
         h = self.out(F.silu(self.out_norm(h)))  # (B, r * 2 * s_alpha, L2, A2)
         l2, a2 = self.coarse

@@ -1,13 +1,21 @@
-"""Model registry: names to :class:`~caloforge.models.base.ShowerModel` classes."""
+"""Model registry: names to :class:`~caloforge.models.base.ShowerModel` classes.
+
+A family registers itself with :func:`register_model` when its module is imported. The built-in
+families are imported on first use (``_BUILTIN_MODULES``); a family in another package joins by
+declaring its module under the entry-point group ``caloforge.models`` in its own
+``pyproject.toml`` (``[project.entry-points."caloforge.models"] my-gan = "mypkg.gan"``), with no
+change to caloforge.
+"""
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from caloforge.errors import InputError
 from caloforge.geometry import Geometry
-from caloforge.models.base import ShowerModel
+from caloforge.models.base import ModelConfig, ShowerModel
 
 _REGISTRY: dict[str, type[ShowerModel]] = {}
 # Modules that register models when imported (kept lazy so `import caloforge` stays light).
@@ -25,13 +33,29 @@ def register_model(cls: M) -> M:
     return cls
 
 
+ENTRY_POINT_GROUP = "caloforge.models"
+_plugins_loaded = False
+
+
 def _load_builtins() -> None:
+    global _plugins_loaded
     for mod in _BUILTIN_MODULES:
         try:
             importlib.import_module(mod)
         except ModuleNotFoundError as exc:
             if exc.name != mod:
                 raise
+    if not _plugins_loaded:
+        _plugins_loaded = True
+        from importlib.metadata import entry_points
+
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            try:
+                importlib.import_module(ep.value.split(":")[0])
+            except Exception as exc:  # a broken plugin must not break caloforge
+                import warnings
+
+                warnings.warn(f"model plugin {ep.name!r} ({ep.value}) failed to load: {exc}", stacklevel=2)
 
 
 def available_models() -> list[str]:
@@ -46,7 +70,7 @@ def get_model_class(name: str) -> type[ShowerModel]:
     return _REGISTRY[name]
 
 
-def build_model(name: str, geometry: Geometry, config: dict[str, Any] | None = None) -> ShowerModel:
+def build_model(name: str, geometry: Geometry, config: ModelConfig | Mapping[str, Any] | None = None) -> ShowerModel:
     """Instantiate a registered model."""
     cls = get_model_class(name)
     try:

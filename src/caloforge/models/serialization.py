@@ -95,14 +95,23 @@ def migrate(meta: dict[str, Any], state: dict[str, torch.Tensor], geometry: Geom
     if version < 2 and meta.get("model") in ("cfm", "cfm-student") and "pre.floor" not in state:
         floor = config.pop("hit_floor", None) if meta.get("model") == "cfm-student" else config.get("hit_floor")
         thr = float(geometry.readout_threshold)
-        number = isinstance(floor, (int, float)) and not isinstance(floor, bool)
-        state = {**state, "pre.floor": torch.tensor(max(float(floor), thr) if number else thr, dtype=torch.float64)}
+        value = max(float(floor), thr) if isinstance(floor, (int, float)) and not isinstance(floor, bool) else thr
+        state = {**state, "pre.floor": torch.tensor(value, dtype=torch.float64)}
     return config, state
 
 
 def load_model(directory: str | Path, device: str | torch.device = "cpu") -> ShowerModel:
-    """Build the model described by ``model.json`` and load ``model.safetensors`` into it."""
-    directory = Path(directory)
+    """Build the model described by ``model.json`` and load ``model.safetensors`` into it.
+
+    ``directory``: a model folder, a training run folder (its final ``model/``) or the name of a
+    shipped model (see :func:`caloforge.models.pretrained.resolve`).
+
+    >>> load_model("ds2-electrons").name
+    'copula'
+    """
+    from caloforge.models.pretrained import resolve
+
+    directory = resolve(directory)
     meta = read_model_json(directory)
     weights = directory / WEIGHTS
     if not weights.is_file():

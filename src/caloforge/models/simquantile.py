@@ -36,9 +36,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from caloforge.config import preset
 from caloforge.errors import InputError
 from caloforge.geometry import Geometry
-from caloforge.config import preset
 from caloforge.models.base import ModelConfig, ShowerModel
 from caloforge.models.registry import register_model
 from caloforge.transforms.quantile import ConditionalQuantileGaussianizer
@@ -76,6 +76,8 @@ class SimQuantile(ShowerModel):
     name = "sim-quantile"
     Config = SimQuantileConfig
     config: SimQuantileConfig
+    # buffers (registered in __init__), declared for the type checker
+    e_range: Tensor
 
     def __init__(self, geometry: Geometry, config: SimQuantileConfig | dict[str, Any] | None = None):
         super().__init__(geometry, config)
@@ -83,7 +85,7 @@ class SimQuantile(ShowerModel):
 
         self.simulator = ParametricSimulator(geometry)
         c = self.config
-        q = {"n_energy_bins": c.n_energy_bins, "n_knots": c.n_knots, "tail_z": c.tail_z}
+        q: dict[str, Any] = {"n_energy_bins": c.n_energy_bins, "n_knots": c.n_knots, "tail_z": c.tail_z}
         self.sim_marginals = ConditionalQuantileGaussianizer(geometry, **q)
         self.data_marginals = ConditionalQuantileGaussianizer(geometry, **q)
         self.register_buffer("e_range", torch.tensor([1e3, 1e6]))

@@ -39,9 +39,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import Tensor
@@ -103,6 +104,11 @@ def _pair_seed(base: int, index: Tensor) -> Tensor:
     return index.long() + int(base) * 2**32 + 1
 
 
+def _f32_velocity(velocity: Callable[..., Tensor], *cond: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
+    """``(x, t) -> velocity(x, t, *cond)`` as float32, with ``cond`` bound now (not at call time)."""
+    return lambda x, t: velocity(x, t, *cond).float()
+
+
 @torch.no_grad()
 def make_distillation_data(
     teacher: ConditionalFlowMatching,
@@ -145,11 +151,11 @@ def make_distillation_data(
         eb = e[sl].to(dev)
         c = teacher.pre.condition(eb)
         with autocast_context(dev, bf16):
-            ye = odeint(lambda x, t: teacher.energy_velocity(x, t, c).float(), z_e, steps, solver)
+            ye = odeint(_f32_velocity(teacher.energy_velocity, c), z_e, steps, solver)
         e_layer = teacher.pre.energy_inverse(eb, ye)
         feats = teacher.pre.layer_features(eb, e_layer)
         with autocast_context(dev, bf16):
-            ys = odeint(lambda x, t: teacher.shape_velocity(x, t, c, ye, feats).float(), z_s, steps, solver)
+            ys = odeint(_f32_velocity(teacher.shape_velocity, c, ye, feats), z_s, steps, solver)
         y_energy[sl] = ye.cpu()
         y_shape[sl] = ys.clamp(-6e4, 6e4).cpu().half()
         if progress:
@@ -176,6 +182,10 @@ class CFMStudent(_CFMBase):
     Config = StudentConfig
     config: StudentConfig
     teacher_family = "cfm"
+    # plain attributes set with object.__setattr__ (not submodules), declared for the type checker
+    _teacher: ConditionalFlowMatching | None
+    _pairs: dict[str, Tensor] | None
+    _prepared: bool
 
     def __init__(self, geometry: Geometry, config: StudentConfig | dict[str, Any] | None = None):
         super().__init__(geometry, config)
@@ -241,7 +251,8 @@ class CFMStudent(_CFMBase):
                 save_file({k: v.contiguous() for k, v in pairs.items()}, str(path),
                           metadata={"caloforge_pairs": json.dumps(meta)})
         self.set_pairs(pairs)
-        return self._pairs  # with the train/validation split (the raw pairs lack it)
+        # with the train/validation split (the raw pairs lack it); set_pairs has just set it
+        return cast(dict[str, Tensor], self._pairs)
 
     def set_pairs(self, pairs: dict[str, Tensor]) -> None:
         """Use these distillation pairs (from :func:`make_distillation_data`) for the loss."""
@@ -266,7 +277,7 @@ class CFMStudent(_CFMBase):
         self.energy_net.load_state_dict(teacher.energy_net.state_dict())
         self.shape_net.load_state_dict(teacher.shape_net.state_dict())
 
-    def distill_from(self, teacher: ConditionalFlowMatching, pairs: dict[str, Tensor] | None = None, **pair_options: Any) -> "CFMStudent":
+    def distill_from(self, teacher: ConditionalFlowMatching, pairs: dict[str, Tensor] | None = None, **pair_options: Any) -> CFMStudent:
         """Attach ``teacher`` (in memory), copy its preprocessing (and weights, with
         ``init_from_teacher``) and make the pair set (``pairs``, or
         :func:`make_distillation_data` with the config's settings overridden by
@@ -336,8 +347,11 @@ class CFMStudent(_CFMBase):
             y_s = z_shape + self.shape_velocity(z_shape, t0, c, y_e, feats).float()
         return self.pre.shape_inverse(y_s, e_layer)
 
+    # an explicit keyword option (unknown ones a TypeError) narrows ShowerModel.sample's **options
     @torch.no_grad()
-    def sample(self, e_inc: Tensor, generator: torch.Generator | None = None, bf16: bool | None = None) -> Tensor:
+    def sample(  # type: ignore[override]
+        self, e_inc: Tensor, generator: torch.Generator | None = None, bf16: bool | None = None
+    ) -> Tensor:
         """Showers (B, voxels) MeV for incident energies (B,) MeV, one network evaluation each
         for energies and shape. ``bf16``: bfloat16 autocast on the CPU (default config)."""
         e = self._e_inc(e_inc)

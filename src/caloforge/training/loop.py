@@ -27,7 +27,7 @@ import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from caloforge import __version__
 from caloforge.config import ConfigError
 from caloforge.errors import CaloForgeError, InputError
+from caloforge.models.base import ShowerModel
 from caloforge.models.capabilities import FittedInClosedForm, OwnsTrainingStep, TrainableByLoss
 from caloforge.models.serialization import geometry_to_json, save_model
 from caloforge.training import distributed as D
@@ -86,7 +87,7 @@ class TrainResult:
 class _LossModule(nn.Module):
     """Routes ``forward`` to ``model.loss`` so that DistributedDataParallel's hooks see the call."""
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: TrainableByLoss):
         super().__init__()
         self.model = model
 
@@ -137,7 +138,8 @@ def _graceful_stop(flag: list[bool]):
 
 def _python_rng_state() -> dict[str, Any]:
     version, internal, gauss = random.getstate()
-    name, keys, pos, has_gauss, cached = np.random.get_state()
+    # the legacy tuple form (the default; the stubs also allow the dict of legacy=False)
+    name, keys, pos, has_gauss, cached = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
     return {
         "python": [version, list(internal), gauss],
         "numpy": [name, keys.tolist(), int(pos), int(has_gauss), float(cached)],
@@ -223,7 +225,7 @@ def _opt_prefix(i: int) -> str:
     return "optimizer." if i == 0 else f"optimizer{i}."
 
 
-def _train(model, train_data, val_data, info: D.DistInfo, dev: torch.device, **o: Any) -> TrainResult:
+def _train(model: ShowerModel, train_data, val_data, info: D.DistInfo, dev: torch.device, **o: Any) -> TrainResult:
     steps, batch_size, seed = o["steps"], o["batch_size"], int(o["seed"])
     amp_dtype = _amp_dtype(o["amp"])
     main = info.is_main
@@ -248,7 +250,7 @@ def _train(model, train_data, val_data, info: D.DistInfo, dev: torch.device, **o
             raise InputError("exists and is not a folder", run_dir)
         # A folder with only config.json/train_log.jsonl is a run that failed before its first
         # checkpoint: starting afresh over it loses nothing.
-        if has_checkpoint(ckpt_dir) or (run_dir / MODEL_DIR).exists():
+        if has_checkpoint(run_dir / CHECKPOINT_DIR) or (run_dir / MODEL_DIR).exists():
             raise InputError("already holds a training run; pass --resume to continue it or choose another folder", run_dir)
     D.barrier(info)  # every rank has looked before rank 0 writes anything
 
@@ -273,6 +275,7 @@ def _train(model, train_data, val_data, info: D.DistInfo, dev: torch.device, **o
     t_fit = time.monotonic()
     resume_state = None
     if o["resume"]:
+        assert ckpt_dir is not None  # checked with the run folder above
         tensors, resume_state = load_checkpoint(ckpt_dir)
         if resume_state.get("model") != model.name or resume_state.get("model_config") != jsonable(model.config.to_dict()):
             raise InputError(
@@ -304,7 +307,7 @@ def _train(model, train_data, val_data, info: D.DistInfo, dev: torch.device, **o
     ema = EMA(model, o["ema_decay"]) if o["ema_decay"] is not None else None
     params = [p for p in model.parameters() if p.requires_grad]
     if owns_step:
-        optimizers = list(model.configure_optimizers(o["lr"], o["weight_decay"]))
+        optimizers = list(cast(OwnsTrainingStep, model).configure_optimizers(o["lr"], o["weight_decay"]))
         if not optimizers:
             raise TrainingError(f"model {model.name!r} configured no optimiser")
     else:
@@ -317,15 +320,16 @@ def _train(model, train_data, val_data, info: D.DistInfo, dev: torch.device, **o
     ]
     optimizer = optimizers[0]
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 and not owns_step else None
-    wrapper: nn.Module = _LossModule(model)
+    # every trainable model has a loss (the validation loss of one that owns its step), checked above
+    wrapper: nn.Module = _LossModule(cast(TrainableByLoss, model))
     if info.enabled:
+        import inspect
+
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         # The constructor broadcasts rank 0's parameters and buffers to every rank; buffers
         # (preprocessing statistics) do not change afterwards, so forwards need not sync them.
-        import inspect
-
-        no_buffer_sync = (
+        no_buffer_sync: dict[str, Any] = (
             {"forward_sync_buffers": False}
             if "forward_sync_buffers" in inspect.signature(DDP.__init__).parameters
             else {"broadcast_buffers": False}
@@ -345,7 +349,7 @@ def _train(model, train_data, val_data, info: D.DistInfo, dev: torch.device, **o
         sched_states = resume_state.get("schedulers") or [resume_state["scheduler"]]
         if len(opt_metas) != len(optimizers):
             raise InputError(f"checkpoint holds {len(opt_metas)} optimiser(s), the model has {len(optimizers)}", ckpt_dir)
-        for i, (opt, sched) in enumerate(zip(optimizers, schedulers)):
+        for i, (opt, sched) in enumerate(zip(optimizers, schedulers, strict=True)):
             opt.load_state_dict(unflatten_optimizer(tensors, opt_metas[i], prefix=_opt_prefix(i)))
             sched.load_state_dict(dict(sched_states[i]))
         if scaler is not None and resume_state.get("scaler"):
@@ -400,7 +404,7 @@ def _train(model, train_data, val_data, info: D.DistInfo, dev: torch.device, **o
                 e_b = e_all.index_select(0, idx).to(dev, non_blocking=True)
                 s_b = s_all.index_select(0, idx).to(dev, non_blocking=True)
                 if owns_step:
-                    loss = model.training_step(e_b, s_b, optimizers, step)
+                    loss = cast(OwnsTrainingStep, model).training_step(e_b, s_b, optimizers, step)
                 else:
                     with autocast():
                         loss = wrapper(e_b, s_b)
@@ -598,7 +602,7 @@ def _save_checkpoint(ckpt_dir, model, ema, optimizers, schedulers, scaler, step,
         "last_loss": last_loss,
         "last_val_loss": last_val,
         "caloforge_version": __version__,
-        "saved": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "saved": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }
     save_checkpoint(ckpt_dir, tensors, state)
 
@@ -630,7 +634,7 @@ def _write_run_config(run_dir: Path, model, options, train_data, val_data, metad
         except json.JSONDecodeError:
             cfg = {}
         cfg.setdefault("resumes", []).append({
-            "step": resumed_at, "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "step": resumed_at, "time": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "training": jsonable(options),
         })
     else:
@@ -642,7 +646,7 @@ def _write_run_config(run_dir: Path, model, options, train_data, val_data, metad
             "training": jsonable(options),
             "data": {"train": data_paths(train_data), "val": data_paths(val_data) if val_data is not None else None},
             "caloforge_version": __version__,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         }
         if metadata:
             cfg.update(jsonable(metadata))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from caloforge.errors import InputError
 from caloforge.models import ShowerModel, build_model, get_model_class
@@ -21,6 +21,9 @@ from caloforge.models.base import ModelConfig
 from caloforge.training.config import TrainConfig
 from caloforge.training.data import split_fraction
 from caloforge.training.loop import RUN_CONFIG, TrainResult, as_train_config, train
+
+if TYPE_CHECKING:
+    import numpy as np
 
 #: Validation fraction of the training files when no validation file is given.
 DEFAULT_VAL_FRACTION = 0.1
@@ -95,6 +98,7 @@ def train_files(
         f"{train_file.n:,} showers from {', '.join(str(p) for p in data_paths)}")
     fraction = DEFAULT_VAL_FRACTION if val_fraction is None else float(val_fraction)
     e, s = train_file.read()
+    val_part: tuple[np.ndarray, np.ndarray] | None
     if val_file is not None:
         train_part, val_part = (e, s), val_file.read()
     else:
@@ -139,12 +143,13 @@ def resume(
     model = build_model(saved["model"], train_file.geometry, saved.get("model_config") or {})
     say(f"resuming {model.name} in {run_dir} on {train_file.n:,} showers")
     e, s = train_file.read()
+    val_part: tuple[np.ndarray, np.ndarray] | None
     if val_paths:
         train_part, val_part = (e, s), open_showers([Path(p) for p in val_paths], geometry=train_file.geometry).read()
     else:
-        fraction = data.get("val_fraction")
-        train_part, val_part = split_fraction(e, s, DEFAULT_VAL_FRACTION if fraction is None else float(fraction),
-                                              int(training.get("seed", cfg.seed)))
+        # No recorded fraction: the run was given its showers directly, with no split.
+        fraction = float(data.get("val_fraction") or 0.0)
+        train_part, val_part = split_fraction(e, s, fraction, int(training.get("seed", cfg.seed)))
         del e, s
     return train(model, train_part, val_part, cfg, run_dir=run_dir, resume=True, device=device, max_time=max_time,
                  progress=progress, metadata={"data": data})

@@ -27,6 +27,9 @@ from caloforge.transforms.shower import BelowThresholdNoise, LayerSum, Sequentia
 class ShowerPreprocessing(nn.Module):
     """Showers (MeV) <-> (condition, energy space, shape space); all statistics are buffers."""
 
+    # buffers (registered in __init__), declared for the type checker
+    floor: Tensor
+
     def __init__(
         self,
         geometry: Geometry,

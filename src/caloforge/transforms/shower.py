@@ -28,6 +28,9 @@ class LayerSum(nn.Module):
     Regular geometries (every layer the same binning) use reshapes, which export to ONNX as
     such; irregular ones (DS1) a scatter over a voxel-to-layer index."""
 
+    # buffers (registered in __init__), declared for the type checker
+    index: Tensor
+
     def __init__(self, geometry: Geometry):
         super().__init__()
         self.n_layers = geometry.n_layers
@@ -92,6 +95,9 @@ class SequentialFractions(Transform):
     below one; larger ratios are clipped. Rounding: the inverse subtracts layer by layer, so each
     layer energy carries an absolute error of order float-epsilon * E_tot.
     """
+
+    # buffers (registered in __init__), declared for the type checker
+    scale: Tensor
 
     def __init__(self, n_layers: int, margin: float = 1.1):
         super().__init__()
