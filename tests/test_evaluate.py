@@ -76,7 +76,8 @@ def test_single_sample_schema_and_plots(files, tmp_path):
     assert m["n_generated"] == 1500 and "separation_power" in m and "fpd" not in m
     assert set(m["separation_power"]) == {
         "etot_einc", "e_layer", "ec_eta", "ec_phi", "ec_r", "width_eta", "width_phi", "width_r", "sparsity",
-        "voxel_energy"}
+        "voxel_energy", "etot_einc_discrete"}  # the last: DS1 only, one per incident energy 2^8..2^22 MeV
+    assert len(m["separation_power"]["etot_einc_discrete"]) == 15
     pngs = list((out / "plots").glob("*.png"))
     assert len(pngs) >= 10 and all(p.stat().st_size > 1000 for p in pngs)
     assert (out / "report.html").read_text().count("data:image/png;base64") == len(pngs)

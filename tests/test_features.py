@@ -7,40 +7,56 @@ from caloforge.geometry import get_geometry
 
 
 def _reference_features(showers, geometry, threshold):
-    """Straightforward per-layer transcription of the official formulas (loops, float64)."""
-    s = np.where(showers < threshold, 0.0, showers.astype(np.float64))
+    """Straightforward per-layer transcription of the official formulas and dtypes
+    (``HighLevelFeatures.CalculateFeatures`` after ``np.where(showers < min_energy, 0, showers)``):
+    sums in the showers' dtype, float64 products, r at the midpoint (a + b) * 0.5."""
+    s = np.where(showers < threshold, np.zeros_like(showers), showers)
     out = {k: [] for k in ("e_layer", "ec_r", "width_r", "sparsity", "ec_eta", "ec_phi", "width_eta", "width_phi")}
     for layer in geometry.relevant_layers:
         sl = geometry.layer_slice(layer)
         d = s[:, sl]
-        tot = d.sum(axis=-1)
-        r, eta, phi = geometry.voxel_r[sl], geometry.voxel_eta[sl], geometry.voxel_phi[sl]
-        out["e_layer"].append(tot)
+        edges = geometry.layers[layer].r_edges
+        r = np.array(geometry.layers[layer].n_alpha * [(edges[i] + edges[i + 1]) * 0.5 for i in range(len(edges) - 1)])
+        eta, phi = geometry.voxel_eta[sl], geometry.voxel_phi[sl]
+        out["e_layer"].append(d.sum(axis=-1))
         out["sparsity"].append(1.0 - (d > 0).mean(axis=-1))
-        ec = (r * d).sum(-1) / (tot + 1e-16)
+        ec = (r * d).sum(-1) / (d.sum(-1) + 1e-16)
         out["ec_r"].append(ec)
-        out["width_r"].append(np.sqrt(np.clip((r * r * d).sum(-1) / (tot + 1e-16) - ec**2, 0, None)))
+        out["width_r"].append(np.sqrt(((r * r * d).sum(-1) / (d.sum(-1) + 1e-16) - ec**2).clip(min=0.0)))
         if layer in geometry.layers_binned_in_alpha:
             for name, x in (("eta", eta), ("phi", phi)):
-                c = (x * d).sum(-1) / (tot + 1e-16)
+                c = (x * d).sum(-1) / (d.sum(-1) + 1e-16)
                 out["ec_" + name].append(c)
-                out["width_" + name].append(np.sqrt(np.clip((x * x * d).sum(-1) / (tot + 1e-16) - c**2, 0, None)))
-    return {k: np.stack(v, axis=1) for k, v in out.items()}, s.sum(axis=1)
+                out["width_" + name].append(np.sqrt(((x * x * d).sum(-1) / (d.sum(-1) + 1e-16) - c**2).clip(min=0.0)))
+    return {k: np.stack(v, axis=1) for k, v in out.items()}, s.sum(axis=-1)
 
 
 @pytest.mark.parametrize("name", ["ds1-photons", "ds1-pions", "ds2"])
-def test_vectorised_equals_reference_formulas(name, rng):
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_vectorised_equals_reference_formulas(name, dtype, rng):
+    """Bit for bit: the official dtypes and summation order (see caloforge.features.highlevel)."""
     g = get_geometry(name)
     n = 64
-    s = (rng.exponential(5.0, (n, g.n_voxels)) * (rng.random((n, g.n_voxels)) < 0.2)).astype(np.float32)
+    s = (rng.exponential(5.0, (n, g.n_voxels)) * (rng.random((n, g.n_voxels)) < 0.2)).astype(dtype)
     s[0] = 0.0  # an empty shower: features must be finite (the 1e-16 guard)
+    s[1, :3] = np.float32(g.readout_threshold)  # at the threshold, in float32: kept, as officially
     e = rng.uniform(1e3, 1e5, n)
     feats = compute_features(e, s, g, threshold=g.readout_threshold, chunk_size=20)
     ref, e_tot = _reference_features(s, g, g.readout_threshold)
-    np.testing.assert_allclose(feats.e_tot, e_tot, rtol=1e-12)
+    assert feats.e_tot.dtype == dtype and feats.e_layer.dtype == dtype
+    np.testing.assert_array_equal(feats.e_tot, e_tot)
+    np.testing.assert_array_equal(feats.etot_einc, e_tot / e)
     for key, value in ref.items():
-        np.testing.assert_allclose(getattr(feats, key), value, rtol=1e-10, atol=1e-10, err_msg=key)
+        np.testing.assert_array_equal(getattr(feats, key), value, err_msg=key)
     assert np.all(np.isfinite(feats.high_level_vector()))
+
+
+def test_incident_energy_dtype_kept():
+    g = get_geometry("ds2")
+    s = np.full((2, g.n_voxels), 0.1, np.float32)
+    f32 = compute_features(np.float32([1000.0, 3000.0]), s, g)
+    assert f32.e_inc.dtype == np.float32 and f32.etot_einc.dtype == np.float32
+    assert compute_features([1000.0, 3000.0], s, g).etot_einc.dtype == np.float64
 
 
 def test_single_voxel_shower_known_answers():

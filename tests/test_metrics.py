@@ -63,31 +63,83 @@ def toy_features():
 
 # --------------------------------------------------------------------------------- binning
 def test_official_binning_ds2_and_styles():
+    """The edges of the official evaluate_plotting_helper.py (CaloChallenge/homepage, code/)."""
     g = get_geometry("ds2")
     b = official_binning(g, np.full(g.n_layers, 500.0), reference_voxel_max=80.0)
-    assert len(b.etot_einc) == 31 and b.etot_einc[0] == 0.5 and b.etot_einc[-1] == 1.5
+    assert b.style == "official"
+    assert np.array_equal(b.etot_einc, np.linspace(0.5, 1.5, 101))
     assert len(b.ec_eta) == len(g.layers_binned_in_alpha) == 45
-    assert np.array_equal(b.ec_eta[0], np.linspace(-30, 30, 51))
-    assert np.array_equal(b.width_phi[3], np.linspace(0, 30, 51))
-    assert np.array_equal(b.sparsity[0], np.linspace(0, 1, 20))
-    assert np.allclose(b.e_layer[0], np.logspace(np.log10(MIN_ENERGY_DS23), np.log10(500.0), 40))
-    assert np.allclose(b.voxel_energy, np.logspace(np.log10(MIN_ENERGY_DS23), np.log10(80.0), 50))
-    old = official_binning(g, np.full(g.n_layers, 500.0), style="2022")
-    assert len(old.etot_einc) == 101 and len(old.ec_phi[0]) == 101 and old.voxel_energy is None
+    assert np.array_equal(b.ec_eta[0], np.linspace(-30, 30, 101))
+    assert np.array_equal(b.width_phi[3], np.linspace(0, 30, 101))
+    assert np.array_equal(b.sparsity[0], np.linspace(0, 1, 21))
+    assert np.array_equal(b.ec_r[7], np.linspace(0, 42, 101))
+    assert np.array_equal(b.width_r[7], np.linspace(0, 20, 101))
+    assert np.array_equal(b.e_layer[0], np.logspace(np.log10(MIN_ENERGY_DS23), np.log10(500.0), 40))
+    assert np.array_equal(b.voxel_energy, np.logspace(np.log10(MIN_ENERGY_DS23), np.log10(80.0), 50))
+    coarse = official_binning(g, np.full(g.n_layers, 500.0), style="coarse")
+    assert len(coarse.etot_einc) == 31 and len(coarse.ec_phi[0]) == 51 and coarse.voxel_energy is None
+    assert official_binning(g, np.full(g.n_layers, 500.0), style="2022").style == "official"
     with pytest.raises(ValueError):
         official_binning(g, np.ones(g.n_layers), style="nope")
+
+
+def test_log_edges_take_the_float32_logarithm_of_float32_maxima():
+    """The official code takes np.log10 of float32 maxima (float32 layer sums and voxels): the last
+    edge is 10 ** float32(log10(max)), not the maximum itself."""
+    g = get_geometry("ds2")
+    m32 = np.float32(6326.69)
+    b = official_binning(g, np.full(g.n_layers, m32, dtype=np.float32), reference_voxel_max=m32)
+    expected = np.logspace(np.log10(MIN_ENERGY_DS23), np.log10(m32), 40)
+    assert np.array_equal(b.e_layer[5], expected)
+    assert not np.array_equal(expected, np.logspace(np.log10(MIN_ENERGY_DS23), np.log10(float(m32)), 40))
+    assert b.voxel_energy[-1] == np.logspace(np.log10(MIN_ENERGY_DS23), np.log10(m32), 50)[-1]
 
 
 def test_official_binning_ds1_layer_limits():
     g = get_geometry("ds1-pions")
     maxes = np.full(g.n_layers, 1e4)
-    maxes[0] = 5.0  # below the 10 MeV floor: no histogram
+    maxes[0] = 0.5  # below the official 1 MeV min_energy of DS1: no histogram
     b = official_binning(g, maxes)
     lims = {l: e[-1] for l, e in zip(g.layers_binned_in_alpha, b.ec_eta, strict=True)}
     assert lims[12] == 500.0 and lims[13] == 500.0 and lims[1] == 100.0
     wl = {l: e[-1] for l, e in zip(g.layers_binned_in_alpha, b.width_eta, strict=True)}
     assert wl[12] == 400.0 and wl[2] == 100.0
+    rl = {l: e[-1] for l, e in zip(g.relevant_layers, b.ec_r, strict=True)}
+    assert rl[14] == 1500.0 and rl[0] == 500.0
+    assert MIN_ENERGY_DS1 == 1.0 == g.readout_threshold
     assert b.min_energy == MIN_ENERGY_DS1 and b.e_layer[0] is None and b.notes
+    assert b.e_layer[1][0] == 1.0
+
+
+def test_etot_einc_discrete_ds1_official_definition(rng):
+    """DS1: E_tot / E_inc per incident energy as plot_Etot_Einc_discrete (2^8 <= E < 2^9 ... MeV;
+    linspace(0.4, 1.4, 21), for photons linspace(0.9, 1.1, 21) from the fifth energy on; NaN where
+    a sample has no shower of that energy)."""
+    g = get_geometry("ds1-photons")
+    energies = 2.0 ** np.arange(8, 23)
+
+    def sample(n, scale, drop_last):
+        e = rng.choice(energies[:-1] if drop_last else energies, n).astype(np.float32)
+        s = rng.exponential(1.0, (n, g.n_voxels)).astype(np.float32)
+        s *= (0.95 * scale * e / s.sum(axis=1))[:, None] * rng.normal(1, 0.03, (n, 1)).astype(np.float32)
+        return compute_features(e, s, g)
+
+    a, b = sample(3000, 1.0, False), sample(3000, 1.01, True)
+    sep = feature_separation_powers(a, b)
+    assert len(sep["etot_einc_discrete"]) == 15 and math.isnan(sep["etot_einc_discrete"][-1])
+    for i in range(14):
+        bins = np.linspace(0.9, 1.1, 21) if i > 3 else np.linspace(0.4, 1.4, 21)
+        ha = np.histogram(a.etot_einc[(a.e_inc >= 2.0 ** (8 + i)) & (a.e_inc < 2.0 ** (9 + i))], bins, density=True)[0]
+        hb = np.histogram(b.etot_einc[(b.e_inc >= 2.0 ** (8 + i)) & (b.e_inc < 2.0 ** (9 + i))], bins, density=True)[0]
+        assert sep["etot_einc_discrete"][i] == pytest.approx(separation_power(ha, hb, bins), rel=1e-12)
+    assert "etot_einc_discrete" not in feature_separation_powers(*toy_features_pair(rng))
+
+
+def toy_features_pair(rng):
+    g = get_geometry("ds2")
+    e, s = toy_showers(rng, 200)
+    f = compute_features(e, s, g)
+    return f, f
 
 
 # ------------------------------------------------------------------------ separation power

@@ -37,7 +37,8 @@ def evaluate(
     cls_batch_size: int = typer.Option(None, "--cls-batch-size", help="Override the classifier's batch size (official 1000)."),
     cls_max_showers: int = typer.Option(None, "--cls-max-showers", help="Use at most this many showers per "
                                         "sample in the low-level classifier."),
-    threshold: float = typer.Option(None, "--threshold", help="Readout threshold in MeV (default: the dataset's)."),
+    threshold: float = typer.Option(None, "--threshold", help="Readout threshold in MeV (default: the dataset's, "
+                                   "as the official min_energy); histogram edges keep the official min_energy."),
     seed: int = typer.Option(0, "--seed", help="Seed of splits, batches and classifier training."),
     names: str = typer.Option(None, "--names", help="Comma-separated names of the generated samples."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Draw the plots (and embed them in the report)."),

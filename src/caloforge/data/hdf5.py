@@ -44,6 +44,8 @@ class _Part:
     path: Path
     n: int
     n_voxels: int
+    energy_dtype: np.dtype = np.dtype(np.float64)
+    shower_dtype: np.dtype = np.dtype(np.float32)
 
 
 def _inspect(path: Path) -> _Part:
@@ -75,7 +77,7 @@ def _inspect(path: Path) -> _Part:
             for key, ds in ((ENERGY_KEY, e), (SHOWER_KEY, s)):
                 if not np.issubdtype(ds.dtype, np.number):
                     raise InputError(f"'{key}' is not numeric (dtype {ds.dtype})", path)
-            return _Part(path, int(s.shape[0]), int(s.shape[1]))
+            return _Part(path, int(s.shape[0]), int(s.shape[1]), np.dtype(e.dtype), np.dtype(s.dtype))
     except InputError:
         raise
     except OSError as exc:
@@ -150,6 +152,20 @@ class ShowerFile:
     @property
     def n_voxels(self) -> int:
         return self.parts[0].n_voxels
+
+    @property
+    def energy_dtype(self) -> np.dtype:
+        """The floating dtype the stored incident energies have (float32 or float64; integer or
+        mixed files give float64). :meth:`incident_energies` always returns float64, which holds
+        float32 values exactly; the official evaluation divides E_tot by E_inc in the stored dtype,
+        so :mod:`caloforge.evaluation` casts back to this dtype where it matters."""
+        dts = {p.energy_dtype for p in self.parts}
+        return np.dtype(np.float32) if dts == {np.dtype(np.float32)} else np.dtype(np.float64)
+
+    @property
+    def shower_dtype(self) -> np.dtype:
+        """The dtype of the stored showers (:meth:`iter_chunks` always yields float32)."""
+        return np.result_type(*(p.shower_dtype for p in self.parts))
 
     @property
     def attrs(self) -> dict:

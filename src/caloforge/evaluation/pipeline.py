@@ -40,7 +40,6 @@ from caloforge.evaluation.binning import (
 from caloforge.evaluation.classifier import ClassifierConfig, classifier_test, high_level_inputs
 from caloforge.evaluation.distances import fpd as fpd_metric, kpd as kpd_metric
 from caloforge.evaluation.separation import (
-    SEPARATION_KEYS,
     feature_separation_powers,
     histogram_counts,
     separation_power_counts,
@@ -86,7 +85,7 @@ class Sample:
     files: list[str]
     features: ShowerFeatures
     mean_shower: np.ndarray
-    voxel_max: float
+    voxel_max: np.floating  # the showers' dtype (float32), as the official maximum
     low_level: np.ndarray | None = None  # (n_cls, voxels + 1) float32
     low_level_rows: np.ndarray | None = None  # which rows of the sample the low-level array holds
     voxel_counts: np.ndarray | None = None
@@ -136,7 +135,8 @@ def gather(
     be filled without a second pass; given up (None) past :data:`KEEP_VOXELS_BUDGET` bytes."""
     g = file.geometry
     parts, total = [], np.zeros(g.n_voxels)
-    vmax = 0.0
+    vmax = None  # a numpy scalar of the showers' dtype, as the official maximum
+    e_dtype = file.energy_dtype  # E_tot / E_inc in the stored dtype, as the official quotient
     counts = None if voxel_edges is None else np.zeros(len(voxel_edges) - 1, dtype=np.int64)
     low = None
     if low_level_rows is not None:
@@ -146,9 +146,10 @@ def gather(
     kept_bytes = 0
     for e, s in prefetch(file.iter_chunks()):
         s = apply_threshold(s, threshold, copy=False)
-        parts.append(compute_features(e, s, g, threshold=0.0))
+        parts.append(compute_features(e.astype(e_dtype), s, g, threshold=0.0))
         total += s.sum(axis=0, dtype=np.float64)
-        vmax = max(vmax, float(s.max(initial=0.0)))
+        bmax = s.max(initial=s.dtype.type(0))
+        vmax = bmax if vmax is None or bmax > vmax else vmax
         if counts is not None and voxel_edges is not None:  # counts exist exactly when edges do
             counts += _counts(s, voxel_edges)
         if kept is not None:
@@ -170,6 +171,8 @@ def gather(
             progress(f"reading {name}", start, file.n)
     feats = ShowerFeatures.concatenate(parts)
     feats.threshold = threshold
+    if vmax is None:
+        vmax = np.float32(0.0)
     sample = Sample(name, [str(p) for p in file.paths], feats, total / file.n, vmax, low, low_level_rows, counts)
     if kept is not None:
         sample.kept_voxels = (np.concatenate([k[0] for k in kept]) if kept else np.zeros(0, np.int64),
@@ -258,7 +261,7 @@ def compare(
             seps = feature_separation_powers(ref, gen, binning)
             if ref_counts is not None and gen_counts is not None and binning.voxel_energy is not None:
                 seps["voxel_energy"] = float(separation_power_counts(ref_counts, gen_counts, binning.voxel_energy))
-            return {k: seps[k] for k in SEPARATION_KEYS}
+            return seps
         out["separation_power"] = timed("hist", hist)
     need_hl = any(k in m for k in ("fpd", "kpd", "cls-high"))
     if need_hl:
@@ -337,6 +340,10 @@ def evaluate(
     notes: list[str] = []
     want_low = "cls-low" in opts.metrics
     n_samples = 1 + len(generated)
+    for name, f in {"reference": reference, **generated}.items():
+        if f.shower_dtype != np.float32:
+            notes.append(f"{name}: showers stored as {f.shower_dtype} are read as float32, so features are "
+                         "summed in float32; the official code sums them in the stored dtype")
 
     t = time.perf_counter()
     ref_rows = None

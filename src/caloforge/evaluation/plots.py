@@ -78,9 +78,9 @@ def make_plots(results: dict, context: dict[str, Any], out_dir: Path) -> dict[st
             {n: getattr(f, key) for n, f in gens.items()}, out_dir / f"{fname}.png", panel_titles=titles,
             reference=getattr(rf, key), edges=edges, logx=logx, xlabel=xlabel, title=fname.replace("_", " ")))
     sections["Per-layer features"].append(plot_histogram_grid(
-        {n: 1.0 - f.sparsity for n, f in gens.items()}, out_dir / "occupancy.png", panel_titles=layers,
-        reference=1.0 - rf.sparsity, edges=b.sparsity, xlabel="fraction of voxels with energy",
-        title="occupancy (1 - sparsity)"))
+        {n: f.sparsity for n, f in gens.items()}, out_dir / "sparsity.png", panel_titles=layers,
+        reference=rf.sparsity, edges=b.sparsity, xlabel="fraction of voxels with 0 energy deposition",
+        title="sparsity"))
 
     sections["Showers"].append(plot_longitudinal_profile(
         {"reference": rf.e_layer.mean(0), **{n: f.e_layer.mean(0) for n, f in gens.items()}},

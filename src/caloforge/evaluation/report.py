@@ -90,6 +90,7 @@ def _summary_rows(block: dict, floor: dict | None) -> list[tuple[str, str, str]]
         ("ec_r", "sep. power EC r (mean)"), ("width_eta", "sep. power width eta (mean)"),
         ("width_phi", "sep. power width phi (mean)"), ("width_r", "sep. power width r (mean)"),
         ("sparsity", "sep. power sparsity (mean)"), ("voxel_energy", "sep. power voxel energy"),
+        ("etot_einc_discrete", "sep. power E_tot/E_inc per incident energy (mean)"),
     ):
         if key in sep:
             rows.append((label, _fmt(_mean(sep[key])), _fmt(_mean(fsep.get(key)))))
