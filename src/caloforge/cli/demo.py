@@ -2,7 +2,8 @@
 
 simulate (parametric DS2 electron showers) -> look at them (plots) -> train a surrogate briefly
 -> generate showers for the reference's incident energies -> evaluate against the reference
-(with the Geant4-vs-Geant4-style floor of two reference halves) -> report.html.
+(with the floor of two reference halves; the reference is parametric, so the report calls the
+floor "reference vs reference (parametric simulator)", not Geant4) -> report.html.
 Every step is one of the ordinary commands, run with the arguments printed before it.
 """
 

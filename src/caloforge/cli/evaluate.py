@@ -28,7 +28,8 @@ def evaluate(
                                 "default: recognised from the voxel count."),
     metrics: str = typer.Option("hist,fpd,kpd,cls-low,cls-high", "--metrics", "-m",
                                 help="Comma-separated subset of hist,fpd,kpd,cls-low,cls-high."),
-    floor: bool = typer.Option(False, "--floor", help="Also compare two halves of the reference (Geant4 vs Geant4)."),
+    floor: bool = typer.Option(False, "--floor", help="Also compare two halves of the reference: its noise floor (Geant4 vs Geant4 when the "
+                           "reference file's provenance says Geant4)."),
     fast: bool = typer.Option(False, "--fast", help="Classifier: at most 25 epochs with early stopping "
                               "(patience 10) instead of the official 50 epochs."),
     cls_epochs: int = typer.Option(None, "--cls-epochs", help="Override the classifier's maximum epochs."),
@@ -98,7 +99,20 @@ def evaluate(
     report = write_report(results, sections, output / "report.html",
                           title=f"caloforge evaluation: {', '.join(gens)} vs {Path(ref.paths[0]).name}")
     _print_summary(results)
+    _print_caveats(results)
     console.print(f"wrote [bold]{output / 'metrics.json'}[/] and [bold]{report}[/]")
+
+
+def _print_caveats(results: dict) -> None:
+    """The warnings and notes of metrics.json (the report shows the same), as plain lines."""
+    from rich.markup import escape
+
+    from caloforge.evaluation.report import all_notes
+
+    for w in results.get("warnings", []):
+        console.print(f"[bold yellow]warning:[/] {escape(str(w))}", highlight=False)
+    for note in all_notes(results):
+        console.print(f"[dim]note:[/] {escape(note)}", highlight=False)
 
 
 def _print_summary(results: dict) -> None:
@@ -109,8 +123,9 @@ def _print_summary(results: dict) -> None:
     for b in results["generated"]:
         t.add_column(b["name"], justify="right")
     floor = results.get("floor")
-    if floor:
-        t.add_column("floor (G4 vs G4)", justify="right")
+    if floor:  # the report names the floor in full (floor_label); the console keeps it short
+        geant4 = (results.get("reference") or {}).get("source") == "geant4"
+        t.add_column("floor (Geant4 vs Geant4)" if geant4 else "floor (reference halves)", justify="right")
 
     def fmt(d, key):
         if not d or d.get(key) is None:

@@ -4,7 +4,8 @@ One streamed pass over every file computes the high-level features, the voxel ma
 shower and (when the low-level classifier runs) its input array; voxels themselves are never
 held beyond one block otherwise, so a DS3 evaluation stays within a few GB of memory. Then come
 the metric families (``hist``, ``fpd``, ``kpd``, ``cls-low``, ``cls-high``), optionally the
-Geant4-vs-Geant4 floor (the reference split in two halves) and the per-energy-bin view. The result
+floor (the reference split in two halves: Geant4 vs Geant4 when the reference's provenance says
+Geant4) and the per-energy-bin view. The result
 is the ``metrics.json`` dictionary (schema in ``docs/metrics.md``); plots and ``report.html``
 are written by :func:`write_outputs`.
 """
@@ -318,6 +319,80 @@ def _cls_rows(n: int, n_voxels: int, n_samples: int, cap: int | None, rng: np.ra
     return rows, note
 
 
+#: Two-sample KS p-value below which the incident-energy spectra count as different.
+ENERGY_SPECTRUM_P = 1e-3
+#: The ``generator`` attribute of files written by the parametric simulator.
+PARAMETRIC_GENERATOR = "caloforge.simulation.parametric"
+
+
+def reference_source(attrs: dict) -> dict:
+    """What made the reference file, from its provenance attributes: ``{"kind", "generator",
+    "floor_label"}``. ``kind`` is ``"geant4"`` when the ``generator`` attribute names Geant4 or
+    is absent (the official CaloChallenge files carry none), ``"parametric"`` for files of
+    caloforge's parametric simulator, ``"other"`` otherwise (e.g. a model's showers)."""
+    gen = attrs.get("generator")
+    gen = gen.decode() if isinstance(gen, bytes) else gen
+    if gen is None or str(gen).strip() == "" or "geant4" in str(gen).lower():
+        kind, label = "geant4", "Geant4 vs Geant4"
+    elif str(gen).startswith(PARAMETRIC_GENERATOR):
+        kind, label = "parametric", "reference vs reference (parametric simulator)"
+    else:
+        kind, label = "other", f"reference vs reference ({gen})"
+    return {"kind": kind, "generator": None if gen is None else str(gen), "floor_label": label}
+
+
+def _energy_description(attrs: dict) -> str:
+    """The incident-energy spectrum a file records (simulate: ``energy``, generate: ``energies``)."""
+    for key in ("energy", "energies"):
+        v = attrs.get(key)
+        if v is not None and str(v).strip():
+            return str(v.decode() if isinstance(v, bytes) else v)
+    return ""
+
+
+def energy_spectrum_test(ref_e: np.ndarray, gen_e: np.ndarray) -> dict:
+    """Two-sample Kolmogorov-Smirnov test of two incident-energy samples: statistic, p-value."""
+    from scipy.stats import ks_2samp
+
+    r = ks_2samp(np.asarray(ref_e, dtype=np.float64), np.asarray(gen_e, dtype=np.float64))
+    return {"test": "two-sample Kolmogorov-Smirnov", "statistic": float(r.statistic), "p_value": float(r.pvalue)}
+
+
+def _energy_warning(name: str, ref_desc: str, gen_desc: str, ref_e: np.ndarray, gen_e: np.ndarray,
+                    test: dict) -> str:
+    def sample(label: str, desc: str, e: np.ndarray) -> str:
+        rng = f"{float(e.min()) / 1e3:.3g}-{float(e.max()) / 1e3:.3g} GeV"
+        return f"{label} ({desc}, {rng})" if desc else f"{label} ({rng})"
+
+    return (f"incident-energy spectra differ: {sample('reference', ref_desc, ref_e)} vs "
+            f"{sample(name, gen_desc, gen_e)}, two-sample KS p = {test['p_value']:.2g}; every metric then "
+            "measures the energy spectrum as well as the showers (generate with --energies-from the reference)")
+
+
+def epoch_cap_reached(cls: dict, max_epochs: int) -> bool:
+    """Whether a classifier ran to its epoch cap and its best epoch was the last one."""
+    best, run = cls.get("best_epoch"), cls.get("epochs_run")
+    return best is not None and run is not None and run >= max_epochs and best == run
+
+
+def _caveats(prefix: str, res: dict, max_epochs: int) -> list[str]:
+    """The caveats of one comparison's metrics, for the top-level ``notes``."""
+    out = []
+    for key, label in (("fpd", "FPD"), ("kpd", "KPD")):
+        note = (res.get(key) or {}).get("note")
+        if note:
+            out.append(f"{prefix}: {note}" if note.startswith(label) else f"{prefix}: {label}: {note}")
+    for key, label in (("cls_low", "low-level"), ("cls_high", "high-level")):
+        cls = res.get(key)
+        if cls is not None:
+            cls["hit_epoch_cap"] = epoch_cap_reached(cls, max_epochs)
+            if cls["hit_epoch_cap"]:
+                epochs = f"{max_epochs} epoch{'s' if max_epochs != 1 else ''}"
+                out.append(f"{prefix}: the {label} classifier stopped at its epoch cap ({epochs}, best epoch = "
+                           "last epoch); the AUC may not have converged (raise --cls-epochs)")
+    return out
+
+
 def evaluate(
     reference: ShowerFile,
     generated: dict[str, ShowerFile],
@@ -386,6 +461,10 @@ def evaluate(
 
     blocks = []
     samples: dict[str, Sample] = {}
+    ref_attrs = reference.attrs
+    source = reference_source(ref_attrs)
+    ref_energy = _energy_description(ref_attrs)
+    warnings_: list[str] = []
     for name, f in generated.items():
         t = time.perf_counter()
         rows = None
@@ -402,6 +481,12 @@ def evaluate(
         res["energy_bins"] = _energy_binned(ref.features, s.features, energy_edges, opts, binning)
         timing[f"{name}: energy_bins"] = round(time.perf_counter() - t, 3)
         attrs = f.attrs
+        test = energy_spectrum_test(ref.features.e_inc, s.features.e_inc)
+        res["incident_energy_test"] = test
+        if test["p_value"] < ENERGY_SPECTRUM_P:
+            warnings_.append(_energy_warning(name, ref_energy, _energy_description(attrs), ref.features.e_inc,
+                                             s.features.e_inc, test))
+        notes.extend(_caveats(name, res, opts.classifier.max_epochs))
         block = {"name": name, "files": s.files, "n_generated": f.n,
                  "provenance": {k: attrs[k] for k in ("generator", "caloforge_version", "seed", "model") if k in attrs},
                  **res}
@@ -420,6 +505,8 @@ def evaluate(
         floor = compare(fa, fb, opts, binning, floor_counts.get("a"), floor_counts.get("b"), low_a, low_b,
                         progress, timing, "floor: ")
         floor["n_reference_a"], floor["n_reference_b"] = len(fa), len(fb)
+        floor["label"] = source["floor_label"]
+        notes.extend(_caveats("floor", floor, opts.classifier.max_epochs))
         floor["energy_bins"] = _energy_binned(fa, fb, energy_edges, opts, binning)
         timing["floor"] = round(time.perf_counter() - t, 3)
         notes.append("floor: the reference split in two random halves and compared with the same metrics; "
@@ -435,7 +522,8 @@ def evaluate(
         "classifier": {"hidden_layers": opts.classifier.hidden_layers, "hidden_units": opts.classifier.hidden_units,
                        "max_epochs": opts.classifier.max_epochs, "patience": opts.classifier.patience,
                        "learning_rate": opts.classifier.learning_rate, "batch_size": opts.classifier.batch_size},
-        "reference": {"files": ref.files, "n": reference.n},
+        "reference": {"files": ref.files, "n": reference.n, "source": source["kind"],
+                      "generator": source["generator"]},
         "n_reference": reference.n,
         "energy_bin_edges_gev": (energy_edges / 1e3).tolist(),
         "generated": blocks,
@@ -444,6 +532,7 @@ def evaluate(
         results.update({k: v for k, v in blocks[0].items() if k not in ("name", "files")})
     if floor is not None:
         results["floor"] = floor
+    results["warnings"] = warnings_
     results["notes"] = notes + binning.notes
     results["timing_seconds"] = timing
     results["peak_memory_mb"] = round(_peak_rss_mb(), 1)

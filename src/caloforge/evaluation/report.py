@@ -23,7 +23,7 @@ table{border-collapse:collapse;margin:8px 0 16px 0;font-size:0.92em}
 th,td{border:1px solid #ddd;padding:4px 10px;text-align:right} th{background:#f3f3f3}
 td.l,th.l{text-align:left}
 tr.ours td{background:#eef6ff;font-weight:600} tr.floor td{color:#666;font-style:italic}
-.good{color:#1a7f37} .bad{color:#b42318} .note{color:#666;font-size:0.9em}
+.good{color:#1a7f37} .bad{color:#b42318} .warn{color:#b42318} .note{color:#666;font-size:0.9em}
 .grid{display:flex;flex-wrap:wrap;gap:12px} .grid figure{margin:0;width:420px}
 .grid figure.wide{width:100%} .grid img{width:100%;border:1px solid #eee} figcaption{font-size:0.85em;color:#555}
 details{margin:6px 0}
@@ -149,6 +149,44 @@ def _energy_table(block: dict) -> str:
     return f"<table>{head}{''.join(rows)}</table>"
 
 
+def floor_label(results: dict) -> str:
+    """What the floor compares, e.g. "Geant4 vs Geant4" or "reference vs reference (parametric
+    simulator)", from the reference's provenance (recorded by the pipeline)."""
+    floor = results.get("floor") or {}
+    if floor.get("label"):
+        return str(floor["label"])
+    from caloforge.evaluation.pipeline import reference_source
+
+    ref = results.get("reference") or {}
+    if "generator" not in ref:  # written before the source was recorded: nothing to decide from
+        return "reference vs reference"
+    return reference_source({"generator": ref.get("generator")})["floor_label"]
+
+
+def all_notes(results: Mapping[str, Any]) -> list[str]:
+    """Every caveat of a ``metrics.json`` dict: the top-level ``notes`` and every ``note`` of a
+    metric (FPD/KPD batch sizes, ...) that they do not already hold, in order, without repeats."""
+    notes = [str(n) for n in results.get("notes", [])]
+
+    def walk(x: Any, where: str) -> None:
+        if isinstance(x, Mapping):
+            note = x.get("note")
+            if isinstance(note, str) and note and not any(note in n for n in notes):
+                notes.append(f"{where}: {note}" if where else note)
+            for k, v in x.items():
+                if k not in ("note", "notes"):
+                    walk(v, where)
+        elif isinstance(x, list):
+            for v in x:
+                walk(v, where)
+
+    for b in results.get("generated", []):
+        walk(b, str(b.get("name", "generated")))
+    if results.get("floor"):
+        walk(results["floor"], "floor")
+    return notes
+
+
 def write_report(
     results: dict, plots: Mapping[str, Sequence[Path]], out_path: str | Path, title: str = "caloforge evaluation"
 ) -> Path:
@@ -168,13 +206,16 @@ def write_report(
         f"{html.escape(', '.join(ref.get('files', [])))} ({results.get('n_reference')} showers) · "
         f"caloforge {html.escape(str(results.get('caloforge_version', '')))} · {html.escape(str(results.get('created', '')))}</p>"
     )
-    for note in results.get("notes", []):
+    for warning in results.get("warnings", []):
+        parts.append(f"<p class='warn'><b>warning:</b> {html.escape(str(warning))}</p>")
+    for note in all_notes(results):
         parts.append(f"<p class='note'>⚠ {html.escape(note)}</p>")
+    label = floor_label(results)
 
     parts.append("<h2>Summary</h2>")
     head = "<tr><th class='l'>metric</th>" + "".join(
         f"<th>{html.escape(b.get('name', 'generated'))}</th>" for b in blocks
-    ) + ("<th>Geant4 vs Geant4 floor</th>" if floor else "") + "</tr>"
+    ) + (f"<th>floor: {html.escape(label)}</th>" if floor else "") + "</tr>"
     per_block = [_summary_rows(b, floor) for b in blocks]
     rows = []
     if per_block:
@@ -182,12 +223,20 @@ def write_report(
             cells = "".join(f"<td>{rb[i][1] if i < len(rb) else '–'}</td>" for rb in per_block)
             rows.append(f"<tr><td class='l'>{html.escape(label)}</td>{cells}" + (f"<td>{fl}</td>" if floor else "") + "</tr>")
     parts.append(f"<table>{head}{''.join(rows)}</table>")
-    parts.append(
-        "<p class='note'>AUC 0.5 and separation power, FPD, KPD 0 mean indistinguishable from the reference. "
-        "The floor column compares two halves of the reference sample: differences below it are noise.</p>"
-    )
+    text = "AUC 0.5 and separation power, FPD, KPD 0 mean indistinguishable from the reference."
+    if floor:
+        text += (f" The floor column compares two halves of the reference sample ({html.escape(label)}): "
+                 "differences below it are noise.")
+    else:
+        text += " Run with --floor for the reference's own noise floor (two halves of it compared)."
+    parts.append(f"<p class='note'>{text}</p>")
 
     parts.append("<h2>Side by side with the CaloChallenge</h2>")
+    source = (results.get("reference") or {}).get("source")
+    if source in ("parametric", "other"):
+        what = "caloforge's parametric simulator" if source == "parametric" else "a sample that is not Geant4"
+        parts.append(f"<p class='note'>This reference is {what}, not Geant4: the published figures below "
+                     "compare models with Geant4 and are not comparable with the figures above.</p>")
     parts.append(_published_table(str(results.get("dataset")), [(b.get("name", "generated"), b) for b in blocks]))
 
     if any(b.get("energy_bins") for b in blocks):
@@ -195,7 +244,7 @@ def write_report(
         for b in blocks:
             parts.append(f"<h3>{html.escape(b.get('name', 'generated'))}</h3>{_energy_table(b)}")
         if floor and floor.get("energy_bins"):
-            parts.append(f"<h3>Geant4 vs Geant4 floor</h3>{_energy_table(floor)}")
+            parts.append(f"<h3>floor: {html.escape(label)}</h3>{_energy_table(floor)}")
 
     for section, files in plots.items():
         files = [Path(f) for f in files if Path(f).is_file()]
