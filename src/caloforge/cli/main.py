@@ -39,7 +39,7 @@ def _register() -> None:
             if exc.name != f"caloforge.cli.{name}":
                 raise
             continue
-        app.command(name)(getattr(module, name))
+        app.command(name, cls=getattr(module, "command_cls", None))(getattr(module, name))
 
 
 _register()

@@ -16,6 +16,7 @@ TorchScript-based exporter of torch (``dynamo=False``), which needs no further p
 
 from __future__ import annotations
 
+import hashlib
 import json
 import warnings
 from pathlib import Path
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from caloforge import __version__
 from caloforge.models.capabilities import NoiseMap, SolverSteps
 
 if TYPE_CHECKING:
@@ -88,6 +90,8 @@ def export_onnx(
         model.to(device)
         model.train(was_training)
     _add_metadata(path, {
+        "caloforge_version": __version__,
+        "caloforge_weights_sha256": weights_digest(model),
         "caloforge_model": model.name,
         "caloforge_config": json.dumps(model.config.to_dict(), default=str),
         "geometry": g.name,
@@ -97,6 +101,70 @@ def export_onnx(
         "solver": str(options.get("solver", "one-step")),
     })
     return path
+
+
+def weights_digest(model: nn.Module) -> str:
+    """SHA-256 of a model's weights and buffers (names, dtypes, shapes and values, in order):
+    stored in the ONNX metadata by :func:`export_onnx`, so that an export can be matched with
+    the model it came from."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        t = t.detach().to("cpu").contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        if t.dtype == torch.bfloat16:  # numpy has no bfloat16: hash its bits
+            t = t.view(torch.int16)
+        h.update(t.numpy().tobytes())
+    return h.hexdigest()
+
+
+def check_export(sampler: OnnxSampler, model: ShowerModel) -> str:
+    """Check that the export ``sampler`` runs was made from ``model``; raise ``ValueError`` naming
+    the first difference (voxel count, noise inputs, model type, geometry, configuration,
+    weights). Returns a short description of what was checked (for the user)."""
+    g = model.geometry
+    where = sampler.path
+    if sampler.n_voxels != g.n_voxels:
+        raise ValueError(f"{where}: the export makes showers of {sampler.n_voxels} voxels, "
+                         f"the model {g.n_voxels} ({g.name})")
+    if isinstance(model, NoiseMap):
+        want = {k: int(v) for k, v in model.noise_shapes().items()}
+        if dict(sampler.noise_shapes) != want:
+            raise ValueError(f"{where}: noise inputs {sampler.noise_shapes} differ from the model's {want}")
+    meta = sampler.metadata
+    checks = [("caloforge_model", model.name, "model type"), ("geometry", g.name, "geometry")]
+    for key, value, what in checks:
+        if key in meta and meta[key] != str(value):
+            raise ValueError(f"{where}: exported from a {meta[key]!r} {what}, the model is {value!r}")
+    if "caloforge_config" in meta:
+        try:
+            exported = json.loads(meta["caloforge_config"])
+        except json.JSONDecodeError:
+            raise ValueError(f"{where}: unreadable caloforge_config metadata") from None
+        current = json.loads(json.dumps(model.config.to_dict(), default=str))
+        if exported != current:
+            diff = sorted(k for k in set(exported) | set(current) if exported.get(k) != current.get(k))
+            raise ValueError(f"{where}: exported from a model with a different configuration ({', '.join(diff)})")
+    digest = meta.get("caloforge_weights_sha256")
+    if digest is None:
+        return "voxel count and metadata match; the weights are not verifiable (the export records no digest)"
+    if digest != weights_digest(model):
+        raise ValueError(f"{where}: exported from other weights than the model's (weights digest differs); "
+                         "re-export it from this model")
+    return "voxel count, configuration and weights match the model"
+
+
+def describe_export(sampler: OnnxSampler) -> str:
+    """One line on an export from its metadata, e.g. ``cfm, 12 midpoint steps, caloforge 0.1.0``."""
+    meta = sampler.metadata
+    parts = [meta.get("caloforge_model", "unknown model")]
+    steps, solver = meta.get("steps"), meta.get("solver")
+    if solver == "one-step":
+        parts.append("one step")
+    elif steps:
+        parts.append(f"{steps} {solver or ''} steps".replace("  ", " "))
+    if meta.get("caloforge_version"):
+        parts.append(f"exported by caloforge {meta['caloforge_version']}")
+    return ", ".join(parts)
 
 
 def _add_metadata(path: Path, meta: dict[str, str]) -> None:

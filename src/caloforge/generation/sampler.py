@@ -87,13 +87,19 @@ class TorchSampler(Sampler):
 
 class OnnxRuntimeSampler(Sampler):
     """Samples with ONNX Runtime (CPU) from the model's ONNX export; Gaussian noise from a numpy
-    generator seeded with ``[seed, 2]``."""
+    generator seeded with ``[seed, 2]``.
+
+    ``onnx_path``: the ONNX file it runs (None for a fresh export that was not kept);
+    ``source``: a line saying which export that is and how it was checked against the model."""
 
     backend = "onnxruntime"
 
-    def __init__(self, model, onnx_sampler, seed: int, steps: int | None) -> None:
+    def __init__(self, model, onnx_sampler, seed: int, steps: int | None, onnx_path: Path | None = None,
+                 source: str = "") -> None:
         super().__init__(model, seed, steps)
         self.onnx_sampler = onnx_sampler
+        self.onnx_path = onnx_path
+        self.source = source
         self.rng = np.random.default_rng([self.seed, 2])
         if steps is not None:
             raise InputError("--steps is fixed in the ONNX export; re-export with the steps you want")
@@ -113,7 +119,7 @@ def make_sampler(
     device: str | torch.device | None = None,
     seed: int,
     steps: int | None = None,
-    onnx: bool = False,
+    onnx: bool | str | Path = False,
     model_dir: str | Path | None = None,
 ) -> Sampler:
     """A :class:`Sampler` for ``model``.
@@ -122,8 +128,12 @@ def make_sampler(
     None: the model's own device. The model is moved there if it is elsewhere. Ignored with
     ``onnx`` (ONNX Runtime runs on the CPU).
     ``steps``: solver steps, for models that integrate an ODE (None: the model's default).
-    ``onnx``: sample with ONNX Runtime from ``model_dir/model.onnx`` when that exists, otherwise
-    from a fresh export of ``model`` (needs ``pip install 'caloforge[onnx]'``).
+    ``onnx``: sample with ONNX Runtime (needs ``pip install 'caloforge[onnx]'``). A path: that
+    ONNX file (as ``caloforge export --onnx FILE`` writes it); True: ``model_dir/model.onnx`` when
+    that exists, otherwise a fresh export of ``model``. The file is checked against ``model``
+    (voxel count, noise inputs, model type, geometry, configuration and, when the export records
+    it, the weights digest); a mismatch raises :class:`~caloforge.errors.InputError`. The
+    sampler's ``source`` says which export it runs.
 
     Unsupported options raise :class:`~caloforge.errors.InputError`.
     """
@@ -132,8 +142,12 @@ def make_sampler(
             raise InputError("steps must be at least 1")
         if not isinstance(model, SolverSteps):
             raise InputError(f"model {model.name!r} has no solver steps to set (--steps)")
-    if onnx:
-        return OnnxRuntimeSampler(model, _onnx_runtime(model, model_dir), seed, steps)
+    if onnx is not False:
+        if onnx is True:
+            runtime, path, source = _onnx_runtime(model, model_dir)
+        else:
+            runtime, path, source = _onnx_runtime(model, None, Path(onnx))
+        return OnnxRuntimeSampler(model, runtime, seed, steps, path, source)
     if device is None:
         dev = model.device
     elif isinstance(device, torch.device):
@@ -147,24 +161,43 @@ def make_sampler(
     return TorchSampler(model, dev, seed, steps)
 
 
-def _onnx_runtime(model, model_dir: str | Path | None):
-    """An :class:`~caloforge.export.onnx.OnnxSampler` for the model's ONNX export."""
+def _onnx_runtime(model, model_dir: str | Path | None, file: Path | None = None):
+    """``(OnnxSampler, path or None, source line)`` for the model's ONNX export: ``file`` when
+    given, else ``model_dir/model.onnx`` when it exists, else a fresh export (not kept)."""
     try:
         import onnxruntime  # noqa: F401
 
-        from caloforge.export.onnx import OnnxSampler, export_onnx
+        from caloforge.export.onnx import OnnxSampler, check_export, describe_export, export_onnx
     except ModuleNotFoundError as exc:
         if exc.name in ("onnx", "onnxruntime"):
             raise InputError("--onnx needs ONNX Runtime: pip install 'caloforge[onnx]'") from None
         raise InputError("--onnx: ONNX export is not available in this caloforge installation") from None
-    path = Path(model_dir) / "model.onnx" if model_dir is not None else None
-    if path is not None and path.is_file():
-        return OnnxSampler(path)
+    path = file
+    if path is None and model_dir is not None and (Path(model_dir) / "model.onnx").is_file():
+        path = Path(model_dir) / "model.onnx"
+    if path is not None:
+        if not path.exists():
+            raise InputError("ONNX file not found (write one with: caloforge export MODEL --onnx FILE)", path)
+        if not path.is_file():
+            raise InputError("is not a file; give the ONNX file that 'caloforge export --onnx' wrote", path)
+        try:
+            runtime = OnnxSampler(path)
+        except ValueError as exc:
+            raise InputError(str(exc).removeprefix(f"{path}: ") + "; write one with caloforge export", path) from None
+        except Exception as exc:  # onnxruntime's own errors: not an ONNX model, a truncated file, ...
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"not a readable ONNX model ({first[:200]})", path) from None
+        try:
+            checked = check_export(runtime, model)
+        except ValueError as exc:
+            raise InputError(f"does not match the model: {str(exc).removeprefix(f'{path}: ')}", path) from None
+        return runtime, path, f"{path} ({describe_export(runtime)}; {checked})"
     # ONNX Runtime reads the whole graph when the session is made, so the export can go.
     with tempfile.TemporaryDirectory(prefix="caloforge-onnx-") as tmp:
-        path = Path(tmp) / "model.onnx"
+        fresh = Path(tmp) / "model.onnx"
         try:
-            export_onnx(model, path)
+            export_onnx(model, fresh)
         except NotImplementedError as exc:
             raise InputError(f"model {model.name!r} has no ONNX export ({exc})") from None
-        return OnnxSampler(path)
+        runtime = OnnxSampler(fresh)
+        return runtime, None, f"a fresh export of the model, not kept ({describe_export(runtime)})"
