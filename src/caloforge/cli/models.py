@@ -50,22 +50,64 @@ def _run(as_json: bool) -> None:
         typer.echo(json.dumps({"registered": registered, "pretrained": shipped}, indent=2))
         return
     out = Console()
+    if out.width < WIDE:
+        _compact(out, registered, shipped)
+        return
     t = Table(title="registered models (caloforge train --model NAME)", title_justify="left")
-    t.add_column("name", style="bold")
-    t.add_column("description")
-    t.add_column("capabilities")
-    t.add_column("default config (presets)")
+    t.add_column("name", style="bold", no_wrap=True, min_width=_longest(registered))
+    t.add_column("description", ratio=3)
+    t.add_column("capabilities", ratio=2)
+    t.add_column("presets", no_wrap=True)
     for name, d in registered.items():
-        t.add_row(name, d["summary"], ", ".join(d["capabilities"]),
-                  f"{json.dumps(d['default_config'])} ({', '.join(d['presets'])})")
+        t.add_row(name, d["summary"], ", ".join(d["capabilities"]), ", ".join(d["presets"]))
     out.print(t)
+    out.print("default configurations: caloforge models --json", highlight=False)
     if not shipped:
         out.print("no pretrained models are shipped with this installation")
         return
     t = Table(title="pretrained models (caloforge generate NAME ...)", title_justify="left")
-    for col in ("name", "model", "geometry", "parameters", "description"):
-        t.add_column(col, style="bold" if col == "name" else None)
+    t.add_column("name", style="bold", no_wrap=True, min_width=_longest(shipped))
+    t.add_column("model", no_wrap=True)
+    t.add_column("geometry", no_wrap=True)
+    t.add_column("parameters", no_wrap=True, justify="right")
+    t.add_column("description")
     for name, d in shipped.items():
-        n = d["n_parameters"]
-        t.add_row(name, str(d["model"]), str(d["geometry"]), f"{n:,}" if isinstance(n, int) else "?", d["description"])
+        t.add_row(name, str(d["model"]), str(d["geometry"]), _count(d["n_parameters"]), d["description"])
     out.print(t)
+
+
+#: Terminal columns from which the tables are used; narrower terminals get one entry per
+#: paragraph, so that the names that must be typed are never cut or wrapped.
+WIDE = 120
+
+
+def _longest(entries: dict) -> int:
+    return max((len(k) for k in entries), default=4)
+
+
+def _count(n: Any) -> str:
+    return f"{n:,}" if isinstance(n, int) else "?"
+
+
+def _compact(out: Any, registered: dict[str, dict[str, Any]], shipped: dict[str, dict[str, Any]]) -> None:
+    """One paragraph per model: its name alone on a line, the rest indented below."""
+    from rich.markup import escape
+    from rich.padding import Padding
+
+    def entry(name: str, lines: list[str]) -> None:
+        out.print(f"[bold]{escape(name)}[/]", highlight=False, overflow="ignore", crop=False, soft_wrap=True)
+        for line in lines:
+            out.print(Padding(escape(line), (0, 0, 0, 4)), highlight=False)
+
+    out.print("[bold underline]registered models[/] (caloforge train --model NAME)", highlight=False)
+    for name, d in registered.items():
+        entry(name, [d["summary"], f"capabilities: {', '.join(d['capabilities']) or '-'}; "
+                                   f"presets: {', '.join(d['presets'])}"])
+    out.print("default configurations: caloforge models --json", highlight=False)
+    if not shipped:
+        out.print("no pretrained models are shipped with this installation")
+        return
+    out.print()
+    out.print("[bold underline]pretrained models[/] (caloforge generate NAME ...)", highlight=False)
+    for name, d in shipped.items():
+        entry(name, [f"{d['model']} model, {d['geometry']}, {_count(d['n_parameters'])} parameters", d["description"]])
