@@ -164,15 +164,18 @@ def floor_label(results: dict) -> str:
 
 
 def all_notes(results: Mapping[str, Any]) -> list[str]:
-    """Every caveat of a ``metrics.json`` dict: the top-level ``notes`` and every ``note`` of a
-    metric (FPD/KPD batch sizes, ...) that they do not already hold, in order, without repeats."""
+    """Every caveat of a ``metrics.json`` dict: the top-level ``notes`` and every ``note`` (or
+    ``notes`` list) inside a sample's or the floor's block (FPD/KPD batch sizes, ...) that they
+    do not already hold, in order, without repeats."""
     notes = [str(n) for n in results.get("notes", [])]
 
     def walk(x: Any, where: str) -> None:
         if isinstance(x, Mapping):
-            note = x.get("note")
-            if isinstance(note, str) and note and not any(note in n for n in notes):
-                notes.append(f"{where}: {note}" if where else note)
+            listed = x.get("notes")
+            found = [x.get("note"), *(listed if isinstance(listed, list) else [])]
+            for note in found:
+                if isinstance(note, str) and note and not any(note in n for n in notes):
+                    notes.append(f"{where}: {note}" if where else note)
             for k, v in x.items():
                 if k not in ("note", "notes"):
                     walk(v, where)
