@@ -30,7 +30,7 @@ Deviations from the official code, all deliberate:
 - ``caloforge evaluate --threshold`` moves the voxel cut only; the lowest edge of the E_layer and
   voxel histograms stays at the official ``min_energy`` (the official script has one value for
   both);
-- additions the official code does not have: the Geant4-vs-Geant4 floor, the per-incident-energy
+- additions the official code does not have: the floor (two halves of the reference), the per-incident-energy
   view and the non-official ``style="coarse"`` binning.
 
 Everything here is vectorised over leading axes: per-layer histograms are counted column by
