@@ -44,3 +44,23 @@ def user_errors(func: F) -> F:
 def progress_bar(transient: bool = False) -> Progress:
     """A rich progress bar with count, rate-friendly columns and ETA (to stderr)."""
     return make_progress(console, transient=transient)
+
+
+THREADS_HELP = ("CPU threads for torch and numpy/scipy's BLAS (default: the CPUs this process may use: "
+                "affinity, cgroup quota, OMP_NUM_THREADS; at most those).")
+
+
+def threads_option() -> int | None:
+    """The ``--threads`` option every computing command shares (None: the library's default)."""
+    return typer.Option(None, "--threads", help=THREADS_HELP)
+
+
+def use_threads(threads: int | None) -> int:
+    """Validate ``--threads`` and set torch's and BLAS's thread counts (the library's
+    :func:`caloforge._threads.configure_threads`); print its note; return the count used."""
+    from caloforge._threads import configure_threads
+
+    cfg = configure_threads(threads)
+    if cfg.note:
+        console.print(f"[yellow]note:[/] {cfg.note}", highlight=False)
+    return cfg.threads

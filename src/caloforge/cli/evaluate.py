@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from caloforge.cli._common import console, progress_bar, user_errors
+from caloforge.cli._common import console, progress_bar, threads_option, use_threads, user_errors
 
 if TYPE_CHECKING:
     from rich.progress import TaskID
@@ -43,6 +43,7 @@ def evaluate(
     seed: int = typer.Option(0, "--seed", help="Seed of splits, batches and classifier training."),
     names: str = typer.Option(None, "--names", help="Comma-separated names of the generated samples."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Draw the plots (and embed them in the report)."),
+    threads: int | None = threads_option(),
 ) -> None:
     """Evaluate generated showers against a reference: metrics.json, report.html and plots."""
     from caloforge.data import open_showers
@@ -52,6 +53,7 @@ def evaluate(
     from caloforge.evaluation.report import write_report
     from caloforge.geometry import get_geometry
 
+    use_threads(threads)
     geometry = get_geometry(dataset) if dataset else None
     ref = open_showers(_files(reference), geometry)
     sample_names = names.split(",") if names else []
@@ -85,22 +87,30 @@ def evaluate(
 
         def progress(task: str, done: float, total: float) -> None:
             if task not in tasks:
-                tasks[task] = bar.add_task(task, total=total, info="")
+                tasks[task] = bar.add_task(task, total=total, unit=_unit(task))
             bar.update(tasks[task], completed=done, total=total)
 
         results, context = run(ref, gens, opts, progress)
-    sections = {}
-    if plots:
-        from caloforge.evaluation.plots import make_plots
+        sections = {}
+        if plots:
+            from caloforge.evaluation.plots import make_plots
 
-        console.print("drawing plots ...")
-        sections = make_plots(results, context, output / "plots")
+            task = bar.add_task("drawing plots", total=None, unit="plots")
+            sections = make_plots(results, context, output / "plots",
+                                  progress=lambda done, total: bar.update(task, completed=done, total=total))
     write_json(results, output / "metrics.json")
     report = write_report(results, sections, output / "report.html",
                           title=f"caloforge evaluation: {', '.join(gens)} vs {Path(ref.paths[0]).name}")
     _print_summary(results)
     _print_caveats(results)
     console.print(f"wrote [bold]{output / 'metrics.json'}[/] and [bold]{report}[/]")
+
+
+def _unit(task: str) -> str:
+    """The unit of a progress task of the evaluation, for its rate."""
+    if task.startswith(("reading", "voxel energies")):
+        return "showers"
+    return "epochs" if "classifier" in task else ""
 
 
 def _print_caveats(results: dict) -> None:

@@ -6,28 +6,30 @@ from pathlib import Path
 
 import typer
 
-from caloforge.cli._common import console, user_errors
+from caloforge.cli._common import console, threads_option, use_threads, user_errors
 from caloforge.errors import InputError
 
 
 def export(
     model: str = typer.Argument(..., help="A training run folder, a model folder or a shipped model name."),
     onnx: Path = typer.Option(..., "--onnx", help="Output ONNX file."),
+    threads: int | None = threads_option(),
 ) -> None:
     """Export a model to ONNX (for 'caloforge generate --onnx' or use outside caloforge).
 
     Example: caloforge export runs/student --onnx student.onnx
     """
-    _run(model, onnx)
+    _run(model, onnx, threads)
 
 
 @user_errors
-def _run(name: str, out: Path) -> None:
+def _run(name: str, out: Path, threads: int | None) -> None:
     if out.is_dir():
         raise InputError("is a folder; give the output file name", out)
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
         raise InputError("output folder does not exist", parent)
+    use_threads(threads)
     try:
         from caloforge.export.onnx import export_onnx
     except ModuleNotFoundError as exc:

@@ -9,7 +9,7 @@ from typing import Any
 import typer
 from typer.core import TyperCommand
 
-from caloforge.cli._common import console, user_errors
+from caloforge.cli._common import console, threads_option, use_threads, user_errors
 from caloforge.errors import InputError
 
 
@@ -21,7 +21,7 @@ def generate(
     energy: str | None = typer.Option(None, "--energy", help="Incident energies, e.g. log-uniform:1GeV:100GeV, fixed:50GeV (default with --n: log-uniform over the model's training range)."),
     batch_size: int = typer.Option(1000, "--batch-size", help="Showers per sampling call."),
     device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu or cuda."),
-    threads: int | None = typer.Option(None, "--threads", help="CPU threads for torch."),
+    threads: int | None = threads_option(),
     seed: int | None = typer.Option(None, "--seed", help="Random seed (default: a fresh one, recorded in the file)."),
     steps: int | None = typer.Option(None, "--steps", help="Solver steps, for models that integrate an ODE."),
     onnx: bool = typer.Option(False, "--onnx", metavar="[FILE.onnx]", help="Sample with ONNX Runtime: from FILE.onnx "
@@ -91,8 +91,6 @@ def _run(a: dict[str, Any]) -> None:
         raise InputError("--batch-size must be at least 1")
     if a["steps"] is not None and a["steps"] < 1:
         raise InputError("--steps must be at least 1")
-    if a["threads"] is not None and a["threads"] < 1:
-        raise InputError("--threads must be at least 1")
     if out.is_dir():
         raise InputError("is a folder; give the output file name", out)
     parent = out.parent if str(out.parent) else Path(".")
@@ -110,10 +108,9 @@ def _run(a: dict[str, Any]) -> None:
     spec = parse_energy(a["energy"]) if a["energy"] is not None else None
     ref = open_showers(a["energies_from"]) if a["energies_from"] is not None else None
 
+    use_threads(a["threads"])
     import torch
 
-    if a["threads"] is not None:
-        torch.set_num_threads(a["threads"])
     from caloforge.models.pretrained import resolve
     from caloforge.models.serialization import load_model, read_model_json
     from caloforge.training.distributed import resolve_device

@@ -40,7 +40,7 @@ def info(
     geometry = get_geometry(dataset) if dataset else None
     sample = open_showers(files, geometry)
     with progress_bar(transient=True) as bar:
-        task = bar.add_task("reading", total=sample.n, info="")
+        task = bar.add_task("reading", total=sample.n, unit="showers")
         s = summarize(sample, progress=lambda k: bar.advance(task, k))
 
     if as_json:

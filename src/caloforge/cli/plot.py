@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from caloforge._atomic import atomic_write_text
-from caloforge.cli._common import console, progress_bar, user_errors
+from caloforge.cli._common import console, progress_bar, threads_option, use_threads, user_errors
 
 
 def _sample_label(attrs: dict, path: Path) -> str:
@@ -62,6 +62,7 @@ def plot(
     ),
     energy_bins: int = typer.Option(4, "--energy-bins", min=1, max=10, help="Incident-energy bins of the per-bin plots."),
     label: str | None = typer.Option(None, "--label", help="Sample name in legends (default: from the file's generator)."),
+    threads: int | None = threads_option(),
 ) -> None:
     """Plot average showers, profiles and energy distributions of shower file(s) into a folder."""
     import numpy as np
@@ -84,6 +85,7 @@ def plot(
     )
     from caloforge.plotting.style import format_energy
 
+    use_threads(threads)
     geometry = get_geometry(dataset) if dataset else None
     sample = open_showers(files, geometry)
     g = sample.geometry
@@ -105,7 +107,7 @@ def plot(
     counts = np.zeros(len(edges) - 1, dtype=np.int64)
     e_inc, e_tot, e_layer = [], [], []
     with progress_bar() as bar:
-        task = bar.add_task("reading", total=n, info="")
+        task = bar.add_task("reading", total=n, unit="showers")
         for e, s in sample.iter_chunks(stop=n):
             f = compute_features(e, s, g)
             e_inc.append(f.e_inc)
@@ -138,11 +140,15 @@ def plot(
         e_edges_gev = np.geomspace(e_inc_a.min() / 1e3, e_inc_a.max() / 1e3 * 1.0001, 41)
     figures: list[tuple[str, str]] = []
 
+    n_figures = 10
+
     def add(fname: str, caption: str, draw) -> None:
         draw(output / fname)
         figures.append((fname, caption))
+        bar.update(drawing, completed=len(figures), total=max(n_figures, len(figures)))
 
-    with console.status("drawing plots"):
+    with progress_bar() as bar:
+        drawing = bar.add_task("drawing plots", total=n_figures, unit="plots")
         add("average_shower.png",
             f"Average shower of {name} ({where}): one polar image per layer, mean energy per voxel (log colour scale, "
             "shared by all layers); angle = alpha bin (0 along +x, counter-clockwise), radius = r in mm; white voxels "

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import typer
 
-from caloforge.cli._common import console, progress_bar, user_errors
+from caloforge.cli._common import console, progress_bar, threads_option, use_threads, user_errors
 
 
 @user_errors
@@ -29,9 +28,7 @@ def simulate(
         None, "--batch-size", help="Showers per write (default: the simulator's block size); "
         "does not change the showers."
     ),
-    threads: int = typer.Option(
-        min(2, os.cpu_count() or 1), "--threads", help="Worker threads (does not change the showers)."
-    ),
+    threads: int | None = threads_option(),
     params_file: Path | None = typer.Option(
         None, "--params", help="JSON file overriding simulator parameters (see SimulationParams)."
     ),
@@ -51,8 +48,6 @@ def simulate(
         raise InputError(f"--n must be at least 1 (got {n})")
     if batch_size is not None and batch_size < 1:
         raise InputError(f"--batch-size must be at least 1 (got {batch_size})")
-    if threads < 1:
-        raise InputError(f"--threads must be at least 1 (got {threads})")
     if seed < 0:
         raise InputError(f"--seed must be non-negative (got {seed})")
     if compression.lower() not in ("gzip", "lzf", "none"):
@@ -81,17 +76,14 @@ def simulate(
             raise InputError(exc.problem, params_file) from None
     if output.is_dir():
         raise InputError("output is a directory", output)
+    threads = use_threads(threads)  # worker threads; the showers do not depend on them
 
     start = time.perf_counter()
     with progress_bar() as bar:
-        task = bar.add_task(f"simulate {geometry.name}", total=n, info="")
-        done = 0
+        task = bar.add_task(f"simulate {geometry.name}", total=n, unit="showers")
 
         def advance(k: int) -> None:
-            nonlocal done
-            done += k
-            rate = done / max(time.perf_counter() - start, 1e-9)
-            bar.update(task, advance=k, info=f"{rate:,.0f} showers/s")
+            bar.update(task, advance=k)
 
         timings: dict = {}
         simulate_to_file(

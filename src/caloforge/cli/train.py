@@ -10,7 +10,7 @@ from typing import Any
 
 import typer
 
-from caloforge.cli._common import console, user_errors
+from caloforge.cli._common import console, threads_option, use_threads, user_errors
 from caloforge.errors import InputError
 from caloforge.training.config import TrainConfig
 
@@ -72,7 +72,7 @@ def train(
     device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu or cuda."),
     amp: bool = typer.Option(False, "--amp", help="Mixed precision (autocast) on CUDA."),
     amp_dtype: str = typer.Option("bf16", "--amp-dtype", help="bf16 or fp16 with --amp."),
-    threads: int | None = typer.Option(None, "--threads", help="CPU threads for torch."),
+    threads: int | None = threads_option(),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Train a generative model on showers; resumable, data-parallel under torchrun.
@@ -104,17 +104,12 @@ def _run(a: dict[str, Any]) -> None:
     rank = int(os.environ.get("RANK", "0"))
     say = (lambda text: console.print(text, highlight=False)) if rank == 0 else (lambda text: None)
     out: Path = a["output"]
-    if a["threads"] is not None and a["threads"] < 1:
-        raise InputError("--threads must be at least 1")
     overrides = _overrides(a)
     max_time = parse_duration(a["max_time"]) if a["max_time"] else None
 
     from caloforge import training
 
-    if a["threads"] is not None:
-        import torch
-
-        torch.set_num_threads(a["threads"])
+    use_threads(a["threads"])
     common = {"device": a["device"], "max_time": max_time, "progress": a["progress"], "say": say}
     if a["resume"]:
         saved = training.read_run_config(out)

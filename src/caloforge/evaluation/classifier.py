@@ -253,12 +253,14 @@ def classifier_test(
     config: ClassifierConfig | None = None,
     seed: int = 0,
     progress: Callable[[dict], None] | None = None,
+    on_batch: Callable[[float], None] | None = None,
 ) -> ClassifierResult:
     """Train the classifier of the official protocol on ``reference_X`` vs ``generated_X``
     ((N, features) arrays, ideally float32) and return its calibrated validation AUC and JSD.
 
     ``progress`` is called after every epoch with a dict (epoch, max_epochs, train_loss,
-    test_accuracy, best_epoch, seconds).
+    test_accuracy, best_epoch, seconds); ``on_batch`` after every training batch with the epochs
+    done so far (a fraction, for a progress bar within an epoch).
     """
     cfg = config or ClassifierConfig.official()
     t0 = time.perf_counter()
@@ -297,6 +299,8 @@ def classifier_test(
                 optim.step()
                 total += float(loss.detach()) * len(y)
                 count += len(y)
+                if on_batch is not None:
+                    on_batch(epoch - 1 + min(a + cfg.batch_size, len(order)) / len(order))
             logits, y_test = _logits(model, data, test, cfg.eval_batch_size)
             acc = _accuracy(_sigmoid64(logits), y_test)
             epochs_run = epoch

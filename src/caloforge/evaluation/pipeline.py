@@ -221,11 +221,15 @@ def _distance(metric: Callable, a: np.ndarray, b: np.ndarray, **kw) -> dict:
 
 def _classifier(x_ref: np.ndarray, x_gen: np.ndarray, cfg: ClassifierConfig, seed: int,
                 progress: Progress | None, task: str) -> dict:
-    def cb(info: dict) -> None:
+    def cb(epochs: float) -> None:
         if progress:
-            progress(task, info["epoch"], info["max_epochs"])
+            progress(task, epochs, cfg.max_epochs)
 
-    r = classifier_test(x_ref, x_gen, cfg, seed=seed, progress=cb)
+    if progress:
+        progress(task, 0, cfg.max_epochs)
+    r = classifier_test(x_ref, x_gen, cfg, seed=seed, on_batch=cb)
+    if progress:  # done, also when it stopped early: the task ends at the epochs it ran
+        progress(task, r.epochs_run, r.epochs_run)
     return {
         "auc": r.auc, "jsd": r.jsd, "best_epoch": r.best_epoch, "epochs_run": r.epochs_run,
         "n_train": r.n_train, "n_test": r.n_test, "n_val": r.n_val, "seconds": r.seconds,
@@ -250,9 +254,14 @@ def compare(
     out: dict[str, Any] = {}
     timing = {} if timing is None else timing
 
-    def timed(key: str, fn: Callable[[], Any]) -> Any:
+    def timed(key: str, fn: Callable[[], Any], step: str | None = None) -> Any:
+        # ``step``: a progress task of one unit (started, then done) for steps without their own
+        if step and progress:
+            progress(f"{label}{step}", 0, 1)
         t = time.perf_counter()
         value = fn()
+        if step and progress:
+            progress(f"{label}{step}", 1, 1)
         timing[f"{label}{key}"] = round(time.perf_counter() - t, 3)
         return value
 
@@ -263,17 +272,17 @@ def compare(
             if ref_counts is not None and gen_counts is not None and binning.voxel_energy is not None:
                 seps["voxel_energy"] = float(separation_power_counts(ref_counts, gen_counts, binning.voxel_energy))
             return seps
-        out["separation_power"] = timed("hist", hist)
+        out["separation_power"] = timed("hist", hist, "histograms")
     need_hl = any(k in m for k in ("fpd", "kpd", "cls-high"))
     if need_hl:
         hl_ref, hl_gen = high_level_inputs(ref), high_level_inputs(gen)
     if "fpd" in m:
         out["fpd"] = timed("fpd", lambda: _distance(
             fpd_metric, hl_ref, hl_gen, min_samples=options.fpd_min_samples,
-            max_samples=options.fpd_max_samples, seed=options.seed))
+            max_samples=options.fpd_max_samples, seed=options.seed), "FPD")
     if "kpd" in m:
         out["kpd"] = timed("kpd", lambda: _distance(
-            kpd_metric, hl_ref, hl_gen, batch_size=options.kpd_batch_size, seed=options.seed))
+            kpd_metric, hl_ref, hl_gen, batch_size=options.kpd_batch_size, seed=options.seed), "KPD")
     if "cls-high" in m:
         out["cls_high"] = timed("cls_high", lambda: _classifier(
             hl_ref, hl_gen, options.classifier, options.seed, progress, f"{label}classifier (high-level)"))

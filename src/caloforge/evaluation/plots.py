@@ -3,6 +3,7 @@ panels, voxel-energy spectra, average showers and profiles. Built on :mod:`calof
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +35,10 @@ def _voxel_spectrum(ref_counts, gen_counts: dict[str, np.ndarray], edges: np.nda
         return save_figure(fig, path)
 
 
-def make_plots(results: dict, context: dict[str, Any], out_dir: Path) -> dict[str, list[Path]]:
-    """Write every report plot into ``out_dir``; returns them grouped by report section."""
+def make_plots(results: dict, context: dict[str, Any], out_dir: Path,
+               progress: Callable[[int, int], None] | None = None) -> dict[str, list[Path]]:
+    """Write every report plot into ``out_dir``; returns them grouped by report section.
+    ``progress`` is called with (plots drawn, plots in all) after each plot."""
     from caloforge.plotting import (
         plot_average_shower,
         plot_etot_einc,
@@ -54,12 +57,23 @@ def make_plots(results: dict, context: dict[str, Any], out_dir: Path) -> dict[st
     layers = [f"layer {l}" for l in g.relevant_layers]
     alayers = [f"layer {l}" for l in g.layers_binned_in_alpha]
     sections: dict[str, list[Path]] = {"Energy response": [], "Per-layer features": [], "Showers": []}
+    with_voxels = (b.voxel_energy is not None and all(s.voxel_counts is not None for s in samples.values())
+                   and context.get("reference_voxel_counts") is not None)
+    n_grids = sum(1 for titles in (layers, alayers, alayers, alayers, alayers, layers, layers) if titles)
+    total = 1 + int(with_voxels) + n_grids + 1 + 3 + len(samples)
+    drawn = [0]
 
-    sections["Energy response"].append(plot_etot_einc(gens, out_dir / "etot_einc.png", reference=rf))
+    def add(section: str, path: Path) -> None:
+        sections[section].append(path)
+        drawn[0] += 1
+        if progress is not None:
+            progress(drawn[0], max(total, drawn[0]))
+
+    add("Energy response", plot_etot_einc(gens, out_dir / "etot_einc.png", reference=rf))
     if b.voxel_energy is not None and all(s.voxel_counts is not None for s in samples.values()):
         ref_counts = context.get("reference_voxel_counts")
         if ref_counts is not None:
-            sections["Energy response"].append(_voxel_spectrum(
+            add("Energy response", _voxel_spectrum(
                 ref_counts, {n: s.voxel_counts for n, s in samples.items()}, b.voxel_energy, out_dir / "voxel_energy.png"))
 
     grids = [
@@ -74,27 +88,27 @@ def make_plots(results: dict, context: dict[str, Any], out_dir: Path) -> dict[st
     for key, fname, titles, edges, logx, xlabel in grids:
         if not titles:
             continue
-        sections["Per-layer features"].append(plot_histogram_grid(
+        add("Per-layer features", plot_histogram_grid(
             {n: getattr(f, key) for n, f in gens.items()}, out_dir / f"{fname}.png", panel_titles=titles,
             reference=getattr(rf, key), edges=edges, logx=logx, xlabel=xlabel, title=fname.replace("_", " ")))
-    sections["Per-layer features"].append(plot_histogram_grid(
+    add("Per-layer features", plot_histogram_grid(
         {n: f.sparsity for n, f in gens.items()}, out_dir / "sparsity.png", panel_titles=layers,
         reference=rf.sparsity, edges=b.sparsity, xlabel="fraction of voxels with 0 energy deposition",
         title="sparsity"))
 
-    sections["Showers"].append(plot_longitudinal_profile(
+    add("Showers", plot_longitudinal_profile(
         {"reference": rf.e_layer.mean(0), **{n: f.e_layer.mean(0) for n, f in gens.items()}},
         out_dir / "longitudinal_profile.png", geometry=g, title="mean energy per layer"))
-    sections["Showers"].append(plot_radial_profile(
+    add("Showers", plot_radial_profile(
         {"reference": ref.mean_shower, **{n: s.mean_shower for n, s in samples.items()}}, g,
         out_dir / "radial_profile.png", threshold=0.0, ratio_to="reference", title="mean radial profile"))
     vmax = float(ref.mean_shower.max())
-    sections["Showers"].append(plot_average_shower(
+    add("Showers", plot_average_shower(
         ref.mean_shower, g, out_dir / "average_shower_reference.png", threshold=0.0, vmax=vmax,
         title="average shower: reference"))
     for n, s in samples.items():
         safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in n)
-        sections["Showers"].append(plot_average_shower(
+        add("Showers", plot_average_shower(
             s.mean_shower, g, out_dir / f"average_shower_{safe}.png", threshold=0.0, vmax=vmax,
             title=f"average shower: {n}"))
     return sections

@@ -172,6 +172,7 @@ def _onnx_runtime(model, model_dir: str | Path | None, file: Path | None = None)
         if exc.name in ("onnx", "onnxruntime"):
             raise InputError("--onnx needs ONNX Runtime: pip install 'caloforge[onnx]'") from None
         raise InputError("--onnx: ONNX export is not available in this caloforge installation") from None
+    threads = torch.get_num_threads()  # what configure_threads set (ONNX Runtime would take every core)
     path = file
     if path is None and model_dir is not None and (Path(model_dir) / "model.onnx").is_file():
         path = Path(model_dir) / "model.onnx"
@@ -181,7 +182,7 @@ def _onnx_runtime(model, model_dir: str | Path | None, file: Path | None = None)
         if not path.is_file():
             raise InputError("is not a file; give the ONNX file that 'caloforge export --onnx' wrote", path)
         try:
-            runtime = OnnxSampler(path)
+            runtime = OnnxSampler(path, threads=threads)
         except ValueError as exc:
             raise InputError(str(exc).removeprefix(f"{path}: ") + "; write one with caloforge export", path) from None
         except Exception as exc:  # onnxruntime's own errors: not an ONNX model, a truncated file, ...
@@ -199,5 +200,5 @@ def _onnx_runtime(model, model_dir: str | Path | None, file: Path | None = None)
             export_onnx(model, fresh)
         except NotImplementedError as exc:
             raise InputError(f"model {model.name!r} has no ONNX export ({exc})") from None
-        runtime = OnnxSampler(fresh)
+        runtime = OnnxSampler(fresh, threads=threads)
         return runtime, None, f"a fresh export of the model, not kept ({describe_export(runtime)})"

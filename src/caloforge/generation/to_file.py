@@ -98,14 +98,14 @@ def generate_to_file(
     sample_s = 0.0
     with ShowerWriter(output, n_voxels, attrs=attrs, expected_rows=total) as writer, \
             make_progress(console, disable=not progress) as bar:
-        task = bar.add_task(f"generating with {model.name}", total=total, info="")
+        task = bar.add_task(f"generating with {model.name}", total=total, unit="showers")
         for a in range(0, total, batch_size):
             e = e_all[a : a + batch_size]
             t = time.perf_counter()
             showers = draw(e)
             sample_s += time.perf_counter() - t
             writer.append(e, _checked(showers, len(e), n_voxels))
-            bar.update(task, advance=len(e), info=f"{(a + len(e)) / max(sample_s, 1e-9):,.0f} showers/s")
+            bar.update(task, advance=len(e))
 
     rate = total / sample_s if sample_s > 0 else float("inf")
     return GenerationResult(

@@ -35,6 +35,7 @@ from rich.console import Console
 from torch import Tensor, nn
 
 from caloforge import __version__
+from caloforge._progress import format_duration, make_progress
 from caloforge.config import ConfigError
 from caloforge.errors import CaloForgeError, InputError
 from caloforge.models.base import ShowerModel
@@ -396,9 +397,10 @@ def _train(model: ShowerModel, train_data, val_data, info: D.DistInfo, dev: torc
         )
 
     bar = _progress(main and o["progress"])
+    loss_text = ""  # the progress line's loss (and validation loss), updated every log_every steps
     try:
         with bar, _graceful_stop(stop_flag):
-            task = bar.add_task(f"training {model.name}", total=steps, completed=start, info="")
+            task = bar.add_task(f"training {model.name}", total=steps, completed=start, unit="steps")
             while step < steps:
                 idx = torch.from_numpy(plan.indices(step)).to(data_dev)
                 e_b = e_all.index_select(0, idx).to(dev, non_blocking=True)
@@ -465,14 +467,15 @@ def _train(model: ShowerModel, train_data, val_data, info: D.DistInfo, dev: torc
                     if log_file is not None:
                         log_file.write(json.dumps(record) + "\n")
                         log_file.flush()
-                    text = f"loss {last_loss:.4g}"
+                    loss_text = f"loss {last_loss:.4g}"
                     if last_val is not None:
-                        text += f"  val {last_val:.4g}"
-                    if record["steps_per_s"]:
-                        text += f"  {record['steps_per_s']:.1f} steps/s"
-                    bar.update(task, completed=step, info=text)
-                else:
-                    bar.update(task, completed=step)
+                        loss_text += f"  val {last_val:.4g}"
+                text = loss_text
+                if o["max_time"] is not None and not ending:
+                    # the step ETA may lie far beyond the time limit: say when the run stops
+                    left = format_duration(max(o["max_time"] - (now - t0), 0.0))
+                    text = f"{text}  stops in {left} (max time)" if text else f"stops in {left} (max time)"
+                bar.update(task, completed=step, info=text)
                 if ending:
                     break
                 if ckpt_due:
@@ -525,7 +528,6 @@ def _finish_fitted(model, run_dir, main, info, train_data, seed, fit_s) -> Train
 
 
 def _progress(enabled: bool):
-    from caloforge._progress import make_progress
 
     return make_progress(_console, disable=not enabled)
 
