@@ -81,7 +81,6 @@ def _tampered_model(root: Path, name: str, edit_json: Callable[[dict], None] | N
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> Path:
     w = tmp_path_factory.mktemp("faults")
-    rng = np.random.default_rng(0)
     from caloforge.simulation import simulate_to_file
 
     simulate_to_file(w / "ref.h5", "ds2", 120, "log-uniform:1GeV:100GeV", seed=1)
