@@ -262,6 +262,9 @@ CASES = [
     Case("demo-output-is-a-file", ("demo", "-o", "{w}/not_a_folder.txt"), ("not_a_folder.txt", "not a folder"),
          untouched=("not_a_folder.txt",)),
     Case("demo-zero-threads", ("demo", "-o", "{w}/demo", "--threads", "0"), ("--threads",), absent=("demo",)),
+    Case("usage-not-a-number", ("generate", "ds2-electrons", "--n", "1e20", "-o", "{w}/x.h5"), ("--n", "--help")),
+    Case("usage-unknown-option", ("simulate", "--bogus", "-o", "{w}/x.h5"), ("--bogus",)),
+    Case("usage-missing-argument", ("evaluate", "{w}/ref.h5"), ("Missing",)),
     Case("models-unknown-name", ("generate", "no-such-model", "--n", "3", "-o", "{w}/x.h5"), ("no-such-model",)),
 ]
 

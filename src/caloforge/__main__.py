@@ -1,3 +1,3 @@
-from caloforge.cli.main import app
+from caloforge.cli.main import main
 
-app()
+main()

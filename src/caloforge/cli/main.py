@@ -44,5 +44,42 @@ def _register() -> None:
 
 _register()
 
+
+def main(argv: list[str] | None = None) -> None:
+    """The ``caloforge`` command: ``app`` with command-line mistakes (an unknown option, a value
+    that is not a number) reported like every other error, in one line with exit status 2."""
+    import sys
+
+    try:  # typer >= 0.24 ships its own copy of click; earlier versions use click itself
+        from typer._click import exceptions as click
+    except ImportError:  # pragma: no cover - older typer
+        import click  # type: ignore[no-redef]
+    from rich.markup import escape
+    from typer.main import get_command
+
+    from caloforge.cli._common import console
+
+    try:
+        code = get_command(app).main(args=argv, prog_name="caloforge", standalone_mode=False)
+    except click.NoArgsIsHelpError as exc:  # `caloforge` or a group alone: its help
+        if exc.ctx is not None:
+            typer.echo(exc.ctx.get_help())
+        sys.exit(exc.exit_code)
+    except click.UsageError as exc:
+        where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+        message = " ".join(exc.format_message().split())
+        console.print(f"[bold red]caloforge: error:[/] {escape(message)}{escape(where)}", highlight=False,
+                      soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        console.print(f"[bold red]caloforge: error:[/] {escape(' '.join(exc.format_message().split()))}",
+                      highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        console.print("caloforge: interrupted", highlight=False)
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    app()
+    main()
