@@ -18,8 +18,9 @@ correlation of their per-shower errors on the background batch) so that their tw
 nearly independent, as the ABCD background estimate of :mod:`caloforge.anomaly.abcd` needs.
 
 Neither is a generative model of fidelity: ``sample`` decodes latent vectors drawn from a
-Gaussian with the running mean and spread of the training latents, which gives showers of the
-right size and shape class, not Geant4-like ones. The families exist for their scores.
+Gaussian with the running mean and spread of the training latents (tracked on training steps:
+``loss`` in training mode with gradients enabled), which gives showers of the right size and
+shape class, not Geant4-like ones. The families exist for their scores.
 """
 
 from __future__ import annotations
@@ -283,7 +284,7 @@ class Autoencoder(_AutoencoderBase):
     def loss(self, e_inc: Tensor, showers: Tensor) -> Tensor:
         """Mean per-shower reconstruction loss of the batch (raw MeV showers)."""
         err, z = self.errors(self.net, self.preprocess(showers), self._condition(e_inc))
-        if self.training:
+        if self.training and torch.is_grad_enabled():  # a training step, not a validation or check
             _track(self.z_mean, self.z_std, z)
         return err.mean()
 
@@ -368,7 +369,7 @@ class AutoencoderPair(_AutoencoderBase):
     def loss(self, e_inc: Tensor, showers: Tensor) -> Tensor:
         """Both reconstruction losses + decorrelate x dCorr^2(error 1, error 2) on the batch."""
         e1, e2, z1, z2 = self.pair_errors(e_inc, showers)
-        if self.training:
+        if self.training and torch.is_grad_enabled():  # a training step, not a validation or check
             _track(self.z1_mean, self.z1_std, z1)
             _track(self.z2_mean, self.z2_std, z2)
         total = e1.mean() + e2.mean()
