@@ -215,7 +215,7 @@ def plot_curves(evaluation: AnomalyEvaluation, directory: Path) -> list[Path]:
             ax_roc.set(xlabel=r"signal efficiency $\epsilon_S$", ylabel=r"background rejection $1/\epsilon_B$",
                        yscale="log", xlim=(0, 1))
             ax_sic.axhline(1, ls=":", color="grey")
-            ax_sic.set(xlabel=r"background efficiency $\epsilon_B$", ylabel=r"SIC $\epsilon_S/\sqrt{\epsilon_B}$",
+            ax_sic.set(xlabel=r"background efficiency $\epsilon_B$", ylabel=r"SIC $\epsilon_S/\epsilon_B^{1/2}$",
                        xscale="log", xlim=(MIN_EPS_B, 1))
             ax_roc.legend(loc="upper right")
             label(ax_roc, name, "ROC")
