@@ -15,6 +15,9 @@ log E_inc fitted on background rows 10,000-11,999; the baseline never trained on
 autoencoders did: their calibration is on training showers, which scores them slightly low, so
 the held-out background looks slightly *more* anomalous: conservative).
 
+The pair trains with ``decorrelate`` 1.0 and the DisCo penalty within 4 groups of similar E_inc
+per batch (``decorrelate_groups``, the default); ``train pair --decorrelate L`` changes the weight.
+
 Outputs under ``bench-output/anomaly/`` (score files, ``eval/report.html``, ``abcd.json``) and
 the tables on stdout (copied to ``benchmarks/anomaly_study.txt``).
 """

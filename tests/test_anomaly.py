@@ -99,7 +99,7 @@ def test_pair_gives_two_scores_and_penalises_their_distance_correlation(showers)
     torch.manual_seed(0)
     free = build_model("ae-pair", G, cls.Config.tiny().replace(decorrelate=0.0))
     torch.manual_seed(0)
-    tied = build_model("ae-pair", G, cls.Config.tiny().replace(decorrelate=5.0))
+    tied = build_model("ae-pair", G, cls.Config.tiny().replace(decorrelate=5.0, decorrelate_groups=1))
     for m in (free, tied):
         m.fit_preprocessing(e, x)
     assert isinstance(tied, HasAnomalyScore) and tied.score_names() == ("ae1", "ae2")
@@ -109,6 +109,12 @@ def test_pair_gives_two_scores_and_penalises_their_distance_correlation(showers)
     with torch.no_grad():
         penalty = tied.loss(e, x) - free.loss(e, x)
     assert torch.isclose(penalty, 5.0 * distance_correlation_sq(e1, e2), rtol=1e-3)
+    # in groups of similar energy: the mean of the groups' dCorr^2
+    grouped = tied.config.replace(decorrelate_groups=4)
+    tied.config = grouped
+    order = torch.argsort(e)
+    want = torch.stack([distance_correlation_sq(e1[g], e2[g]) for g in order.chunk(4)]).mean()
+    assert torch.isclose(tied.disco(e, e1, e2), want)
 
 
 def test_distance_correlation_tells_dependence_from_independence():

@@ -310,6 +310,7 @@ class AutoencoderPairConfig(AutoencoderConfig):
     """Config of :class:`AutoencoderPair`."""
 
     decorrelate: float = 1.0  # weight of the DisCo penalty between the two errors (0: independent training)
+    decorrelate_groups: int = 4  # DisCo within this many groups of similar E_inc per batch (1: over the batch)
     second_channels: tuple[int, ...] = (16, 32, 32)  # the second autoencoder's channels
     second_latent: int = 4  # the second autoencoder's bottleneck (different capacity: different errors)
 
@@ -317,6 +318,8 @@ class AutoencoderPairConfig(AutoencoderConfig):
         super().validate()
         if self.decorrelate < 0:
             raise self._error("decorrelate must be >= 0")
+        if self.decorrelate_groups < 1:
+            raise self._error("decorrelate_groups must be >= 1")
         if not self.second_channels or any(c < 1 for c in self.second_channels) or len(self.second_channels) > 5:
             raise self._error(f"second_channels must be 1 to 5 positive integers, got {self.second_channels!r}")
         if self.second_latent < 1:
@@ -334,7 +337,7 @@ class AutoencoderPair(_AutoencoderBase):
     """Two conditional autoencoders trained together, their errors decorrelated with DisCo.
 
     Loss: the sum of both mean reconstruction losses plus ``decorrelate`` x dCorr^2 of the two
-    per-shower errors over the (background) batch. Its two scores (``ae1``, ``ae2``) are nearly
+    per-shower errors on the (background) batch, within groups of similar incident energy. Its two scores (``ae1``, ``ae2``) are nearly
     independent on background, so cuts on both define the regions of an ABCD background estimate
     (:mod:`caloforge.anomaly.abcd`).
 
@@ -374,8 +377,17 @@ class AutoencoderPair(_AutoencoderBase):
             _track(self.z2_mean, self.z2_std, z2)
         total = e1.mean() + e2.mean()
         if self.config.decorrelate > 0 and len(e1) > 2:
-            total = total + self.config.decorrelate * distance_correlation_sq(e1, e2)
+            total = total + self.config.decorrelate * self.disco(e_inc, e1, e2)
         return total
+
+    def disco(self, e_inc: Tensor, e1: Tensor, e2: Tensor) -> Tensor:
+        """dCorr^2 of the two errors, averaged over ``decorrelate_groups`` groups of the batch with
+        similar incident energies: independence at fixed energy, which the ABCD method needs
+        (over the whole batch, two errors can be uncorrelated through opposite trends in E_inc
+        and still strongly correlated at each energy)."""
+        order = torch.argsort(e_inc.reshape(-1))
+        groups = [g for g in order.chunk(self.config.decorrelate_groups) if len(g) > 2] or [order]
+        return torch.stack([distance_correlation_sq(e1[g], e2[g]) for g in groups]).mean()
 
     def score_names(self) -> tuple[str, ...]:
         return ("ae1", "ae2")
