@@ -32,14 +32,18 @@ def _register() -> None:
     # Each command module defines a function named like the command; heavy imports stay inside.
     import importlib
 
-    for name in ("info", "plot", "simulate", "evaluate", "demo", "train", "generate", "export", "models"):
+    for name in ("info", "plot", "simulate", "evaluate", "demo", "train", "generate", "export", "models", "anomaly"):
         try:
             module = importlib.import_module(f"caloforge.cli.{name}")
         except ModuleNotFoundError as exc:  # a command whose module is not written yet
             if exc.name != f"caloforge.cli.{name}":
                 raise
             continue
-        app.command(name, cls=getattr(module, "command_cls", None))(getattr(module, name))
+        command = getattr(module, name)
+        if isinstance(command, typer.Typer):  # a command with sub-commands
+            app.add_typer(command, name=name)
+        else:
+            app.command(name, cls=getattr(module, "command_cls", None))(command)
 
 
 _register()

@@ -19,6 +19,8 @@ capability              what it gives                                      used 
                            of steps                                         export
 :class:`HasLikelihood`     ``log_prob(e_inc, showers)``                      anomaly scores, calibration
 :class:`Distills`          learns from a teacher model                      the contract test, training
+:class:`HasAnomalyScore`   ``anomaly_score(e_inc, showers)``: its own        ``caloforge anomaly``
+                           score(s) per shower (e.g. reconstruction error)
 ======================  ==================================================  ====================
 
 >>> from caloforge.geometry import get_geometry
@@ -39,6 +41,7 @@ from torch import Tensor
 __all__ = [
     "Distills",
     "FittedInClosedForm",
+    "HasAnomalyScore",
     "HasLikelihood",
     "NoiseMap",
     "OwnsTrainingStep",
@@ -131,10 +134,22 @@ class Distills(Protocol):
     def distill_from(self, teacher: Any, pairs: Any = None, **pair_options: Any) -> Any: ...
 
 
+@runtime_checkable
+class HasAnomalyScore(Protocol):
+    """Its own anomaly score(s), larger for less normal showers (e.g. an autoencoder's
+    reconstruction error): ``anomaly_score(e_inc, showers)`` is (B,) for one score or (B, K) for
+    K scores, named in order by ``score_names()``."""
+
+    def anomaly_score(self, e_inc: Tensor, showers: Tensor) -> Tensor: ...
+
+    def score_names(self) -> tuple[str, ...]: ...
+
+
 #: The methods each capability consists of (what :func:`capabilities` looks for).
 _MEMBERS: dict[str, tuple[str, ...]] = {
     "Distills": ("distill_from",),
     "FittedInClosedForm": ("fit",),
+    "HasAnomalyScore": ("anomaly_score", "score_names"),
     "HasLikelihood": ("log_prob",),
     "NoiseMap": ("noise_shapes", "draw_noise", "sample_from_noise", "graph_options"),
     "OwnsTrainingStep": ("configure_optimizers", "training_step", "loss"),

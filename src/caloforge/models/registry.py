@@ -19,7 +19,7 @@ from caloforge.models.base import ModelConfig, ShowerModel
 
 _REGISTRY: dict[str, type[ShowerModel]] = {}
 # Modules that register models when imported (kept lazy so `import caloforge` stays light).
-_BUILTIN_MODULES = ("caloforge.models.baseline", "caloforge.models.cfm", "caloforge.models.student", "caloforge.models.copula", "caloforge.models.simquantile")
+_BUILTIN_MODULES = ("caloforge.models.baseline", "caloforge.models.cfm", "caloforge.models.student", "caloforge.models.copula", "caloforge.models.simquantile", "caloforge.models.autoencoder")
 M = TypeVar("M", bound=type[ShowerModel])
 
 
