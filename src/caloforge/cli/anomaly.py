@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from caloforge._atomic import check_output
 from caloforge.cli._common import console, progress_bar, threads_option, use_threads, user_errors
 from caloforge.errors import InputError
 
@@ -35,10 +36,6 @@ def _floats(text: str, flag: str) -> list[float]:
         raise InputError(f"{flag} must be comma-separated numbers, got {text!r}") from None
 
 
-def _same_file(a: Path, b: Path) -> bool:
-    return a.exists() and b.exists() and a.resolve() == b.resolve()
-
-
 @anomaly.command("score")
 @user_errors
 def score(
@@ -62,11 +59,13 @@ def score(
     Example: caloforge anomaly score voxel-lognormal-ds2 showers.h5 -o scores.h5
     """
     from caloforge.anomaly.scores import calibrate, make_score, score_file, write_scores
+    from caloforge.cli._common import check_count
     from caloforge.data import open_showers
     from caloforge.models import load_model
+    from caloforge.models.pretrained import resolve
 
-    if _same_file(output, file):
-        raise InputError("is the input file; choose another output", output)
+    check_output(output, [file, resolve(model), *([calibrate_on] if calibrate_on is not None else [])])
+    check_count(batch_size, "--batch-size")
     if kind not in ("auto", "likelihood", "model"):
         raise InputError(f"--kind must be auto, likelihood or model, got {kind!r}")
     use_threads(threads)
@@ -113,9 +112,7 @@ def evaluate(
     """
     from caloforge.anomaly.evaluation import evaluate_files, write_anomaly_report
 
-    for p in scores + [background, signal]:
-        if _same_file(output, p):
-            raise InputError("is an input file; choose another output folder", output)
+    check_output(output, [*scores, background, signal], folder=True)
     ev = evaluate_files(background, signal, scores, by or None)
     out = write_anomaly_report(ev, output, plots=plots)
     for m in ev.metrics:
@@ -162,8 +159,8 @@ def abcd(
             if n not in s.scores:
                 raise InputError(f"has no score {n!r} (it has {', '.join(s.scores)})", signal)
         sig = (s.scores[wanted[0]], s.scores[wanted[1]])
-    if output is not None and any(_same_file(output, p) for p in (background, signal) if p is not None):
-        raise InputError("is an input file; choose another output", output)
+    if output is not None:
+        check_output(output, [p for p in (background, signal) if p is not None])
     result = abcd_study((b.scores[wanted[0]], b.scores[wanted[1]]), sig, keep, _floats(fractions, "--inject"), seed)
     result["scores"] = wanted
     c = result["correlation"]
