@@ -256,7 +256,7 @@ def test_cli_bad_inputs_give_one_line(files, tmp_path):
          "has no likelihood"),
         (["anomaly", "score", str(d / "vln"), str(d / "bkg.h5"), "--rows", "10:5000", "-o", str(tmp_path / "x.h5")],
          "row range"),
-        (["anomaly", "score", str(d / "vln"), str(d / "bkg.h5"), "-o", str(d / "bkg.h5")], "input file"),
+        (["anomaly", "score", str(d / "vln"), str(d / "bkg.h5"), "-o", str(d / "bkg.h5")], "is an input"),
         (["anomaly", "abcd", str(d / "bkg.h5")], "not a score file"),
     ]
     other = tmp_path / "photons.h5"
