@@ -60,7 +60,13 @@ from caloforge.errors import InputError
 from caloforge.models.base import ShowerModel
 from caloforge.models.capabilities import NoiseMap
 from caloforge.models.packed import CODES, SCALE, pack_codes
-from caloforge.models.serialization import CONFIG as MODEL_JSON, WEIGHTS, load_model, read_model_json
+from caloforge.models.serialization import (
+    CONFIG as MODEL_JSON,
+    FORMAT_VERSION,
+    WEIGHTS,
+    load_model,
+    read_model_json,
+)
 
 METHODS = ("fp16", "int8", "ternary", "prune:P")
 ONNX_FILE = "model.onnx"
@@ -301,7 +307,9 @@ def compress_model(model_dir: str | Path, method: str | Method, out_dir: str | P
     ``model.json`` under ``compression``."""
     m = parse_method(method) if isinstance(method, str) else method
     cfg = finetune_config or FineTuneConfig.default()
-    src = Path(model_dir)
+    from caloforge.models.pretrained import resolve
+
+    src = resolve(model_dir)
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError("exists and is not an empty folder; give a new output folder", out)
@@ -338,6 +346,8 @@ def compress_model(model_dir: str | Path, method: str | Method, out_dir: str | P
                            finetune={**asdict(cfg), "final_loss": _tail(losses)})
         summary["seconds"] = round(time.perf_counter() - t0, 1)
         summary["bytes"] = (tmp / (ONNX_FILE if m.name in ("fp16", "int8") else WEIGHTS)).stat().st_size
+        if m.name in ("ternary", "prune"):  # new weights, written in the current format
+            meta = {**meta, "format_version": FORMAT_VERSION, "config": model.config.to_dict()}
         new_meta = {**meta, "compression": summary,
                     "description": f"{m.label} compression of {meta.get('model')} from {src}"}
         (tmp / MODEL_JSON).write_text(json.dumps(new_meta, indent=2, default=str) + "\n", encoding="utf-8")
