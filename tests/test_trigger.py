@@ -84,3 +84,27 @@ def test_hls4ml_csim_is_bit_exact(trained, tmp_path):
     inputs = np.ascontiguousarray(x[300:])
     got = hls.predict(inputs)
     np.testing.assert_array_equal(np.asarray(got, np.float64).reshape(inputs.shape), qmodel.forward_fixed(inputs))
+
+
+def test_trigger_command(tmp_path):
+    from typer.testing import CliRunner
+
+    from caloforge.cli.main import app
+    from caloforge.data import write_showers
+    from caloforge.export.trigger import load_trigger
+
+    e, s = simulate("ds2", 200, "log-uniform:2GeV:100GeV", seed=7)
+    write_showers(tmp_path / "bkg.h5", e, s)
+    # a crude "signal": each shower plus a second one shifted by four alpha bins
+    two = s.reshape(-1, 45, 16, 9) + np.roll(s.reshape(-1, 45, 16, 9), 4, axis=2)
+    write_showers(tmp_path / "sig.h5", 2 * e, two.reshape(len(s), -1))
+    runner = CliRunner()
+    out = tmp_path / "trig"
+    r = runner.invoke(app, ["trigger", str(tmp_path / "bkg.h5"), "--signal", str(tmp_path / "sig.h5"), "-o", str(out),
+                            "--no-hls", "--threads", "1"])
+    assert r.exit_code == 0, r.output
+    assert "anomaly AUC: float" in r.output and "2,496 multiplications" in r.output
+    model = load_trigger(out)
+    assert model.quantised and model.multiplications() == 2496
+    r = runner.invoke(app, ["trigger", str(tmp_path / "bkg.h5"), "-o", str(out), "--no-hls"])
+    assert r.exit_code == 2 and "not an empty folder" in r.output and "Traceback" not in r.output

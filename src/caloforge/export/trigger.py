@@ -293,3 +293,85 @@ def convert_to_hls(model: TriggerAE, output_dir: str | Path, project_name: str =
 def lsb_difference(a: np.ndarray, b: np.ndarray, t: FixedPoint) -> np.ndarray:
     """|a - b| in units of the least significant bit of ``t``."""
     return np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64)) / t.lsb
+
+
+# ====================================================================== one command
+def save_trigger(model: TriggerAE, directory: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``trigger.safetensors`` (float weights; the HLS types round them) and ``trigger.json``."""
+    import json
+    from dataclasses import asdict
+
+    from safetensors.torch import save_file
+
+    from caloforge._atomic import atomic_write, atomic_write_text
+
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic_write(d / "trigger.safetensors", lambda p: save_file(state, p))
+    meta = {"format": "caloforge-trigger", "n_inputs": model.linears()[0].in_features, "quantised": model.quantised,
+            "config": asdict(model.config), "features": "trigger_features (caloforge.export.trigger)", **(extra or {})}
+    atomic_write_text(d / "trigger.json", json.dumps(meta, indent=2, default=str) + "\n")
+    return d
+
+
+def load_trigger(directory: str | Path) -> TriggerAE:
+    """The trigger autoencoder written by :func:`save_trigger`."""
+    import json
+
+    from safetensors.torch import load_file
+
+    d = Path(directory)
+    meta = json.loads((d / "trigger.json").read_text())
+    c = dict(meta["config"])
+    for key in ("input_t", "weight_t", "data_t", "accum_t"):
+        c[key] = FixedPoint(**c[key])
+    c["hidden"] = tuple(c["hidden"])
+    model = TriggerAE(int(meta["n_inputs"]), TriggerConfig(**c))
+    model.load_state_dict(load_file(str(d / "trigger.safetensors")))
+    model.quantised = bool(meta["quantised"])
+    return model.eval()
+
+
+def build_trigger(background: np.ndarray, geometry: Geometry, out_dir: str | Path, signal: np.ndarray | None = None,
+                  config: TriggerConfig | None = None, hls: bool = True, n_check: int = 1000,
+                  test_fraction: float = 0.2, log: Any = None) -> dict[str, Any]:
+    """Train the trigger on ``background`` showers (readout threshold applied by the caller), keep
+    ``test_fraction`` for the anomaly AUC against ``signal``, write the quantised model to
+    ``out_dir`` and, with ``hls``, its hls4ml project, whose C simulation is compared with the
+    bit-accurate torch model on ``n_check`` held-out showers. Returns the summary."""
+    from sklearn.metrics import roc_auc_score
+
+    cfg = config or TriggerConfig.default()
+    say = log or (lambda s: None)
+    feats = trigger_features(background, geometry)
+    rng = np.random.default_rng(cfg.seed)
+    order = rng.permutation(len(feats))
+    n_test = max(1, int(round(len(feats) * test_fraction)))
+    test, train = feats[order[:n_test]], feats[order[n_test:]]
+    say(f"training on {len(train):,} showers ({len(test):,} held out)")
+    model, qmodel, losses = train_trigger(train, cfg)
+    out = Path(out_dir)
+    summary: dict[str, Any] = {"n_train": len(train), "n_test": len(test), "multiplications": qmodel.multiplications(),
+                               "reuse_factor": cfg.reuse_factor, "final_loss": {k: v[-1] for k, v in losses.items()}}
+    bkg_fixed = anomaly_score(fixed_inputs(qmodel, test), qmodel.forward_fixed(test))
+    if signal is not None:
+        sig = trigger_features(signal, geometry)
+        with torch.no_grad():
+            bkg_float = anomaly_score(test, model(torch.from_numpy(test)).numpy())
+            sig_float = anomaly_score(sig, model(torch.from_numpy(sig)).numpy())
+        sig_fixed = anomaly_score(fixed_inputs(qmodel, sig), qmodel.forward_fixed(sig))
+        y = np.r_[np.zeros(len(test)), np.ones(len(sig))]
+        summary["auc"] = {"float": float(roc_auc_score(y, np.r_[bkg_float, sig_float])),
+                          "fixed": float(roc_auc_score(y, np.r_[bkg_fixed, sig_fixed]))}
+    if hls:
+        say("converting with hls4ml and building the C simulation (g++)")
+        h = convert_to_hls(qmodel, out / "hls_project")
+        h.compile()
+        x = np.ascontiguousarray(test[:n_check])
+        csim = np.asarray(h.predict(x), np.float64).reshape(x.shape)
+        diff = lsb_difference(csim, qmodel.forward_fixed(x), cfg.data_t)
+        summary["csim_vs_torch"] = {"showers": len(x), "outputs": int(diff.size), "bit_exact": int((diff == 0).sum()),
+                                    "max_lsb": float(diff.max())}
+    save_trigger(qmodel, out, {"summary": summary})
+    return summary
