@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import h5py
@@ -39,6 +40,7 @@ def main() -> None:
         TriggerConfig,
         anomaly_score,
         convert_to_hls,
+        distill_score,
         fixed_inputs,
         lsb_difference,
         train_trigger,
@@ -108,6 +110,39 @@ def main() -> None:
                           "max_lsb": float(diff.max())},
         "final_loss": {"float": losses["float"][-1], "qat": losses["qat"][-1]},
     }
+    # distillation (arXiv:2310.06047): a larger float autoencoder as the teacher, a 70-16-1
+    # regressor of its log score as the student (float, then quantisation-aware), and its HLS check
+    t = time.perf_counter()
+    big_cfg = TriggerConfig(hidden=(64, 32, 8, 32, 64))
+    teacher, _, _ = train_trigger(f_train, replace(big_cfg, qat_epochs=0))
+    with torch.no_grad():
+        teach = {k: anomaly_score(f, teacher(torch.from_numpy(f)).numpy())
+                 for k, f in (("train", f_train), ("bkg", f_bkg), ("sig", f_sig))}
+    def teacher_score(f: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return anomaly_score(f, teacher(torch.from_numpy(f)).numpy())
+
+    from scipy.stats import spearmanr
+
+    n_params = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    res["distillation"] = {"teacher": {"layers": [70, *big_cfg.hidden, 70], "parameters": n_params(teacher),
+                                       "multiplications": teacher.multiplications(),
+                                       "auc": auc(teach["bkg"], teach["sig"])}}
+    for key, levels in (("student", (0.0,)), ("student_augmented", (0.0, 0.02, 0.05, 0.1))):
+        student = distill_score(f_train, teacher_score, TriggerConfig(hidden=(16,)), noise_levels=levels)
+        hs = convert_to_hls(student.quantised_model, args.out / f"hls_{key}", project_name=key)
+        hs.compile()
+        s_csim = np.asarray(hs.predict(inputs), np.float64).reshape(len(inputs), 1)
+        s_diff = lsb_difference(s_csim, student.quantised_model.forward_fixed(inputs), cfg.data_t)
+        res["distillation"][key] = {
+            "noise_levels": list(levels), "layers": [70, 16, 1], "parameters": n_params(student.float_model),
+            "multiplications": student.float_model.multiplications(),
+            "auc_float": auc(student.standardised(f_bkg, False), student.standardised(f_sig, False)),
+            "auc_fixed": auc(student.standardised(f_bkg), student.standardised(f_sig)),
+            "spearman_vs_teacher_test": float(spearmanr(np.r_[student.standardised(f_bkg), student.standardised(f_sig)],
+                                                        np.r_[teach["bkg"], teach["sig"]]).statistic),
+            "csim_bit_exact": f"{int((s_diff == 0).sum())}/{s_diff.size}", "csim_max_lsb": float(s_diff.max())}
+    res["distillation"]["seconds"] = round(time.perf_counter() - t, 1)
     (args.out / "trigger.json").write_text(json.dumps(res, indent=2))
     a = res["auc"]
     lines = ["| trigger autoencoder | anomaly AUC (two electrons vs one) |", "|---|---|",
@@ -122,6 +157,17 @@ def main() -> None:
              f"{res['multiplications']:,} multiplications per inference, reuse factor {cfg.reuse_factor} "
              f"(~{res['multipliers_instantiated']} multipliers), Latency strategy, io_parallel; "
              f"training {train_s:.0f} s, hls4ml compile {compile_s:.0f} s"]
+    dd = res["distillation"]
+    lines += ["", "| distillation (arXiv:2310.06047) | parameters | multiplications | AUC float | AUC fixed point "
+              "| Spearman vs teacher (test) |", "|---|---|---|---|---|---|",
+              f"| teacher: float autoencoder 70-64-32-8-32-64-70 | {dd['teacher']['parameters']:,} | "
+              f"{dd['teacher']['multiplications']:,} | {dd['teacher']['auc']:.3f} | – | 1 |"]
+    for key, what in (("student", "student 70-16-1, trained on the background"),
+                      ("student_augmented", "student 70-16-1, background + noisy copies (0.02/0.05/0.1)")):
+        st = dd[key]
+        lines.append(f"| {what} | {st['parameters']:,} | {st['multiplications']:,} | {st['auc_float']:.3f} | "
+                     f"{st['auc_fixed']:.3f} (C sim bit-exact {st['csim_bit_exact']}) | "
+                     f"{st['spearman_vs_teacher_test']:.3f} |")
     text = "\n".join(lines)
     print(text)
     (args.out / "trigger.md").write_text(text + "\n")

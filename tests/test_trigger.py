@@ -108,3 +108,23 @@ def test_trigger_command(tmp_path):
     assert model.quantised and model.multiplications() == 2496
     r = runner.invoke(app, ["trigger", str(tmp_path / "bkg.h5"), "-o", str(out), "--no-hls"])
     assert r.exit_code == 2 and "not an empty folder" in r.output and "Traceback" not in r.output
+
+
+def test_distilled_score_follows_its_teacher(trained):
+    from scipy.stats import spearmanr
+
+    from caloforge.export.trigger import distill_score
+
+    x, model, _, _ = trained
+
+    def teacher(f: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return anomaly_score(f, model(torch.from_numpy(f)).numpy())
+
+    student = distill_score(x[:300], teacher, TriggerConfig(hidden=(16,), epochs=60, qat_epochs=10, batch_size=32),
+                            noise_levels=(0.0, 0.05))
+    held_out = x[300:]
+    rho = spearmanr(student.score(held_out, fixed=False), teacher(held_out)).statistic
+    assert rho > 0.5, rho  # the small network ranks unseen showers as its teacher does
+    assert student.quantised_model.multiplications() == 70 * 16 + 16
+    assert np.all(student.score(held_out) > 0)

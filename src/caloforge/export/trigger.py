@@ -36,6 +36,7 @@ from __future__ import annotations
 import copy
 import math
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -137,16 +138,18 @@ class TriggerConfig:
 
 # ====================================================================== the network
 class TriggerAE(nn.Module):
-    """Fully connected autoencoder with ReLU; ``quantised`` switches fake quantisation on.
+    """Fully connected network with ReLU; ``quantised`` switches fake quantisation on. An
+    autoencoder (``n_outputs`` = ``n_inputs``, the default), or with one output the distilled
+    score regressor of :func:`distill_score`.
 
     References:
         Govorkova et al., arXiv:2108.03986.
     """
 
-    def __init__(self, n_inputs: int, config: TriggerConfig):
+    def __init__(self, n_inputs: int, config: TriggerConfig, n_outputs: int | None = None):
         super().__init__()
         self.config = config
-        widths = (n_inputs, *config.hidden, n_inputs)
+        widths = (n_inputs, *config.hidden, n_inputs if n_outputs is None else n_outputs)
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True))
         self.quantised = False
 
@@ -203,7 +206,10 @@ def fixed_inputs(model: TriggerAE, x: np.ndarray) -> np.ndarray:
     return model.config.input_t.quantise(torch.as_tensor(np.asarray(x, np.float32)).double()).numpy()
 
 
-def _train(model: TriggerAE, x: Tensor, epochs: int, config: TriggerConfig, gen: torch.Generator) -> list[float]:
+def _train(model: TriggerAE, x: Tensor, epochs: int, config: TriggerConfig, gen: torch.Generator,
+           target: Tensor | None = None) -> list[float]:
+    """Adam + cosine schedule on the mean squared error to ``target`` (default: ``x`` itself)."""
+    y = x if target is None else target
     opt = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * math.ceil(len(x) / config.batch_size)))
     losses = []
@@ -212,13 +218,13 @@ def _train(model: TriggerAE, x: Tensor, epochs: int, config: TriggerConfig, gen:
         perm = torch.randperm(len(x), generator=gen)
         total = 0.0
         for a in range(0, len(x), config.batch_size):
-            xb = x[perm[a : a + config.batch_size]]
-            loss = ((model(xb) - xb) ** 2).mean()
+            idx = perm[a : a + config.batch_size]
+            loss = ((model(x[idx]) - y[idx]) ** 2).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
-            total += loss.item() * len(xb)
+            total += loss.item() * len(idx)
         losses.append(total / len(x))
     model.eval()
     return losses
@@ -237,6 +243,58 @@ def train_trigger(features: np.ndarray, config: TriggerConfig | None = None) -> 
     qmodel.quantised = True
     q_losses = _train(qmodel, x, cfg.qat_epochs, cfg, gen)
     return model, qmodel, {"float": float_losses, "qat": q_losses}
+
+
+# ====================================================================== distillation
+@dataclass(frozen=True)
+class DistilledScore:
+    """A small network that regresses a teacher's anomaly score: ``score(x) = exp(mean + std *
+    f(x))`` with ``f`` the network's single output (trained on the standardised log score).
+
+    References:
+        Pol et al., *Knowledge distillation for anomaly detection*, arXiv:2310.06047.
+    """
+
+    float_model: TriggerAE
+    quantised_model: TriggerAE
+    log_mean: float
+    log_std: float
+
+    def standardised(self, x: np.ndarray, fixed: bool = True) -> np.ndarray:
+        """The network output (the standardised log score; monotonic in the score)."""
+        if fixed:
+            return self.quantised_model.forward_fixed(x)[:, 0]
+        with torch.no_grad():
+            return self.float_model(torch.as_tensor(np.asarray(x, np.float32))).numpy()[:, 0]
+
+    def score(self, x: np.ndarray, fixed: bool = True) -> np.ndarray:
+        return np.exp(self.log_mean + self.log_std * self.standardised(x, fixed))
+
+
+def distill_score(features: np.ndarray, teacher: Callable[[np.ndarray], np.ndarray],
+                  config: TriggerConfig | None = None, noise_levels: tuple[float, ...] = (0.0,)) -> DistilledScore:
+    """Train a small supervised network (``config.hidden``, one output) to reproduce the
+    ``teacher``'s (log) anomaly score (arXiv:2310.06047), in float and then with quantisation in
+    the loop. The training inputs are ``features`` (background) plus, for each non-zero entry of
+    ``noise_levels``, a copy with Gaussian noise of that width added: the teacher labels them, so
+    the student also sees inputs off the background manifold (no signal is used)."""
+    cfg = config or TriggerConfig(hidden=(16,))
+    gen = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    f = np.asarray(features, np.float32)
+    xs = [f if s == 0 else f + np.float32(s) * rng.standard_normal(f.shape, dtype=np.float32) for s in noise_levels]
+    x_np = np.concatenate(xs)
+    x = torch.as_tensor(x_np)
+    log_s = np.log(np.maximum(np.asarray(teacher(x_np), np.float64), 1e-12))
+    mean, std = float(log_s.mean()), float(log_s.std() or 1.0)
+    y = torch.as_tensor((log_s - mean) / std, dtype=torch.float32).reshape(-1, 1)
+    model = TriggerAE(x.shape[1], cfg, n_outputs=1)
+    _train(model, x, cfg.epochs, cfg, gen, y)
+    qmodel = copy.deepcopy(model)
+    qmodel.quantised = True
+    _train(qmodel, x, cfg.qat_epochs, cfg, gen, y)
+    return DistilledScore(model, qmodel, mean, std)
 
 
 # ====================================================================== hls4ml
@@ -309,7 +367,8 @@ def save_trigger(model: TriggerAE, directory: str | Path, extra: dict[str, Any] 
     d.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     atomic_write(d / "trigger.safetensors", lambda p: save_file(state, p))
-    meta = {"format": "caloforge-trigger", "n_inputs": model.linears()[0].in_features, "quantised": model.quantised,
+    meta = {"format": "caloforge-trigger", "n_inputs": model.linears()[0].in_features,
+            "n_outputs": model.linears()[-1].out_features, "quantised": model.quantised,
             "config": asdict(model.config), "features": "trigger_features (caloforge.export.trigger)", **(extra or {})}
     atomic_write_text(d / "trigger.json", json.dumps(meta, indent=2, default=str) + "\n")
     return d
@@ -327,7 +386,7 @@ def load_trigger(directory: str | Path) -> TriggerAE:
     for key in ("input_t", "weight_t", "data_t", "accum_t"):
         c[key] = FixedPoint(**c[key])
     c["hidden"] = tuple(c["hidden"])
-    model = TriggerAE(int(meta["n_inputs"]), TriggerConfig(**c))
+    model = TriggerAE(int(meta["n_inputs"]), TriggerConfig(**c), int(meta.get("n_outputs", meta["n_inputs"])))
     model.load_state_dict(load_file(str(d / "trigger.safetensors")))
     model.quantised = bool(meta["quantised"])
     return model.eval()
