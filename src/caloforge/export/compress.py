@@ -122,7 +122,7 @@ class FineTuneConfig:
     @classmethod
     @preset
     def default(cls) -> FineTuneConfig:
-        """300 steps of 16 showers: about 4 minutes for the DS2 student on one CPU thread."""
+        """300 steps of 16 showers: about 2-3 minutes for the DS2 student on one CPU thread."""
         return cls()
 
     @classmethod
