@@ -22,6 +22,7 @@ from caloforge._atomic import atomic_write
 from caloforge.errors import InputError
 from caloforge.geometry import BUILTIN_NAMES, Geometry, LayerBinning, get_geometry
 from caloforge.models.base import ShowerModel
+from caloforge.models.packed import compression_of, unpack_state
 from caloforge.models.registry import build_model
 
 WEIGHTS = "model.safetensors"
@@ -161,6 +162,12 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu") -> Sho
         state = load_file(str(weights), device="cpu")
     except Exception as exc:  # safetensors raises its own error types
         raise InputError(f"cannot read weights ({exc})", weights) from None
+    ternary = compression_of(meta).get("ternary")
+    if ternary:  # a compressed folder (caloforge compress --method ternary): 2-bit codes + scales
+        try:
+            state = unpack_state(state, ternary)
+        except (KeyError, ValueError) as exc:
+            raise InputError(f"cannot unpack ternary weights ({exc})", weights) from None
     geometry = _geometry(meta, cfg)
     config, state = migrate(meta, state, geometry)
     try:
