@@ -27,7 +27,8 @@ def evaluate(
     dataset: str = typer.Option(None, "--dataset", "-d", help="Geometry (ds1-photons, ds1-pions, ds2, ds3); "
                                 "default: recognised from the voxel count."),
     metrics: str = typer.Option("hist,fpd,kpd,cls-low,cls-high", "--metrics", "-m",
-                                help="Comma-separated subset of hist,fpd,kpd,cls-low,cls-high."),
+                                help="Comma-separated subset of hist,fpd,kpd,cls-low,cls-high,prdc,multiclass,cnn "
+                                "(multiclass: one classifier over the reference and every sample given)."),
     floor: bool = typer.Option(False, "--floor", help="Also compare two halves of the reference: its noise floor (Geant4 vs Geant4 when the "
                            "reference file's provenance says Geant4)."),
     fast: bool = typer.Option(False, "--fast", help="Classifier: at most 25 epochs with early stopping "
@@ -145,7 +146,8 @@ def _print_summary(results: dict) -> None:
         return f"{d[key]:.4f}"
 
     rows = [("AUC low-level", "cls_low", "auc"), ("AUC high-level", "cls_high", "auc"),
-            ("FPD x1e3", "fpd", "value"), ("KPD x1e3", "kpd", "value")]
+            ("FPD x1e3", "fpd", "value"), ("KPD x1e3", "kpd", "value"), ("precision", "prdc", "precision"),
+            ("recall", "prdc", "recall"), ("density", "prdc", "density"), ("coverage", "prdc", "coverage")]
     for label, key, sub in rows:
         if any(key in b for b in results["generated"]):
             cells = [fmt(b.get(key), sub) for b in results["generated"]]

@@ -40,6 +40,7 @@ from caloforge.evaluation.binning import (
 )
 from caloforge.evaluation.classifier import ClassifierConfig, classifier_test, high_level_inputs
 from caloforge.evaluation.distances import fpd as fpd_metric, kpd as kpd_metric
+from caloforge.evaluation.prdc import PRDCConfig, prdc as prdc_metric
 from caloforge.evaluation.separation import (
     feature_separation_powers,
     histogram_counts,
@@ -47,7 +48,11 @@ from caloforge.evaluation.separation import (
 )
 from caloforge.features import ShowerFeatures, apply_threshold, compute_features
 
-METRICS = ("hist", "fpd", "kpd", "cls-low", "cls-high")
+#: Every metric family: the default ones and, on request, PRDC (Naeem et al.), the multiclass
+#: classifier over all samples and the 3-D ResNet (CNN) classifier on voxels.
+METRICS = ("hist", "fpd", "kpd", "cls-low", "cls-high", "prdc", "multiclass", "cnn")
+#: What :class:`EvaluationOptions` (and ``caloforge evaluate``) runs unless told otherwise.
+DEFAULT_METRICS = ("hist", "fpd", "kpd", "cls-low", "cls-high")
 SCHEMA_VERSION = 1
 #: Memory budget (bytes) for the two low-level classifier arrays; larger samples are subsampled.
 LOW_LEVEL_BUDGET = 8 * 2**30
@@ -61,9 +66,10 @@ Progress = Callable[[str, float, float], None]  # (task, completed, total)
 class EvaluationOptions:
     """Settings of :func:`evaluate`."""
 
-    metrics: tuple[str, ...] = METRICS
+    metrics: tuple[str, ...] = DEFAULT_METRICS
     floor: bool = False
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig.official)
+    prdc: PRDCConfig = field(default_factory=PRDCConfig.official)
     cls_max_showers: int | None = None  # per sample; None: all that fit LOW_LEVEL_BUDGET
     energy_bins: Sequence[float] | None = None  # MeV edges; None: decades spanning the reference
     seed: int = 0
@@ -273,7 +279,7 @@ def compare(
                 seps["voxel_energy"] = float(separation_power_counts(ref_counts, gen_counts, binning.voxel_energy))
             return seps
         out["separation_power"] = timed("hist", hist, "histograms")
-    need_hl = any(k in m for k in ("fpd", "kpd", "cls-high"))
+    need_hl = any(k in m for k in ("fpd", "kpd", "cls-high", "prdc"))
     if need_hl:
         hl_ref, hl_gen = high_level_inputs(ref), high_level_inputs(gen)
     if "fpd" in m:
@@ -283,6 +289,9 @@ def compare(
     if "kpd" in m:
         out["kpd"] = timed("kpd", lambda: _distance(
             kpd_metric, hl_ref, hl_gen, batch_size=options.kpd_batch_size, seed=options.seed), "KPD")
+    if "prdc" in m:
+        out["prdc"] = timed("prdc", lambda: prdc_metric(hl_ref, hl_gen, options.prdc, options.seed).as_dict(),
+                            "precision, recall, density, coverage")
     if "cls-high" in m:
         out["cls_high"] = timed("cls_high", lambda: _classifier(
             hl_ref, hl_gen, options.classifier, options.seed, progress, f"{label}classifier (high-level)"))
@@ -531,6 +540,8 @@ def evaluate(
         "classifier": {"hidden_layers": opts.classifier.hidden_layers, "hidden_units": opts.classifier.hidden_units,
                        "max_epochs": opts.classifier.max_epochs, "patience": opts.classifier.patience,
                        "learning_rate": opts.classifier.learning_rate, "batch_size": opts.classifier.batch_size},
+        "prdc_settings": {"nearest_k": opts.prdc.nearest_k, "max_samples": opts.prdc.max_samples,
+                          "standardise": opts.prdc.standardise},
         "reference": {"files": ref.files, "n": reference.n, "source": source["kind"],
                       "generator": source["generator"]},
         "n_reference": reference.n,

@@ -83,6 +83,9 @@ def _summary_rows(block: dict, floor: dict | None) -> list[tuple[str, str, str]]
     for key, label in (("fpd", "FPD x1e3"), ("kpd", "KPD x1e3")):
         if key in block:
             rows.append((label, _pm(block[key]), _pm(floor.get(key))))
+    if "prdc" in block:
+        for key in PRDC_KEYS:
+            rows.append((key, _fmt(block["prdc"].get(key)), _fmt((floor.get("prdc") or {}).get(key))))
     sep, fsep = block.get("separation_power", {}), floor.get("separation_power", {})
     for key, label in (
         ("etot_einc", "sep. power E_tot/E_inc"), ("e_layer", "sep. power E_layer (mean)"),
@@ -95,6 +98,33 @@ def _summary_rows(block: dict, floor: dict | None) -> list[tuple[str, str, str]]
         if key in sep:
             rows.append((label, _fmt(_mean(sep[key])), _fmt(_mean(fsep.get(key)))))
     return rows
+
+
+PRDC_KEYS = ("precision", "recall", "density", "coverage")
+
+
+def _prdc_section(blocks: Sequence[dict], floor: dict | None, label: str) -> str:
+    """The PRDC table: one row per sample (and the floor), with what the numbers mean."""
+    rows = [(b.get("name", "generated"), b["prdc"], "") for b in blocks if b.get("prdc")]
+    if floor and floor.get("prdc"):
+        rows.append((f"floor: {label}", floor["prdc"], " class='floor'"))
+    if not rows:
+        return ""
+    head = ("<tr><th class='l'>sample</th>" + "".join(f"<th>{k}</th>" for k in PRDC_KEYS)
+            + "<th>k</th><th>showers (reference, sample)</th></tr>")
+    body = "".join(
+        f"<tr{cls}><td class='l'>{html.escape(str(name))}</td>" + "".join(f"<td>{_fmt(d.get(k))}</td>" for k in PRDC_KEYS)
+        + f"<td>{_fmt(d.get('nearest_k'))}</td><td>{_fmt(d.get('n_real'))}, {_fmt(d.get('n_fake'))}</td></tr>"
+        for name, d, cls in rows
+    )
+    return (
+        "<h2>Precision, recall, density, coverage</h2>"
+        f"<table>{head}{body}</table><p class='note'>k-nearest-neighbour balls on the high-level features, "
+        "standardised with the reference (Naeem et al. 2020, arXiv:2002.09797). Precision and density: the "
+        "sample's showers that fall among reference showers (fidelity; density above 1 means showers crowd "
+        "dense regions); recall and coverage: the reference showers that the sample reaches (diversity). "
+        "All four are near 1 for a sample drawn like the reference; compare with the floor.</p>"
+    )
 
 
 def _published_table(dataset: str, ours: Sequence[tuple[str, dict]]) -> str:
@@ -222,9 +252,9 @@ def write_report(
     per_block = [_summary_rows(b, floor) for b in blocks]
     rows = []
     if per_block:
-        for i, (label, _, fl) in enumerate(per_block[0]):
+        for i, (metric, _, fl) in enumerate(per_block[0]):
             cells = "".join(f"<td>{rb[i][1] if i < len(rb) else '–'}</td>" for rb in per_block)
-            rows.append(f"<tr><td class='l'>{html.escape(label)}</td>{cells}" + (f"<td>{fl}</td>" if floor else "") + "</tr>")
+            rows.append(f"<tr><td class='l'>{html.escape(metric)}</td>{cells}" + (f"<td>{fl}</td>" if floor else "") + "</tr>")
     parts.append(f"<table>{head}{''.join(rows)}</table>")
     text = "AUC 0.5 and separation power, FPD, KPD 0 mean indistinguishable from the reference."
     if floor:
@@ -233,6 +263,8 @@ def write_report(
     else:
         text += " Run with --floor for the reference's own noise floor (two halves of it compared)."
     parts.append(f"<p class='note'>{text}</p>")
+
+    parts.append(_prdc_section(blocks, floor, label))
 
     parts.append("<h2>Side by side with the CaloChallenge</h2>")
     source = (results.get("reference") or {}).get("source")
