@@ -147,11 +147,19 @@ def _print_summary(results: dict) -> None:
 
     rows = [("AUC low-level", "cls_low", "auc"), ("AUC high-level", "cls_high", "auc"),
             ("FPD x1e3", "fpd", "value"), ("KPD x1e3", "kpd", "value"), ("precision", "prdc", "precision"),
+            ("AUC ResNet (voxels)", "cls_cnn", "auc"),
             ("recall", "prdc", "recall"), ("density", "prdc", "density"), ("coverage", "prdc", "coverage")]
     for label, key, sub in rows:
         if any(key in b for b in results["generated"]):
             cells = [fmt(b.get(key), sub) for b in results["generated"]]
             t.add_row(label, *cells, *( [fmt(floor.get(key), sub)] if floor else []))
+    if any("multiclass_log_posterior" in b for b in results["generated"]):
+        def lp(d):
+            v = (d or {}).get("multiclass_log_posterior")
+            return "–" if v is None else f"{v:.3f}"
+        chance = (results.get("multiclass") or {}).get("chance")
+        t.add_row(f"multiclass log-posterior (chance {chance:.3f})" if chance is not None else "multiclass log-posterior",
+                  *[lp(b) for b in results["generated"]], *([lp(floor)] if floor else []))
     import numpy as np
 
     def sep_mean(b, k):

@@ -38,7 +38,12 @@ from caloforge.evaluation.binning import (
     histogram_min_energy as binning_min_energy,
     log_edges,
 )
-from caloforge.evaluation.classifier import ClassifierConfig, classifier_test, high_level_inputs
+from caloforge.evaluation.classifier import (
+    ClassifierConfig,
+    classifier_test,
+    high_level_inputs,
+    multiclass_test,
+)
 from caloforge.evaluation.distances import fpd as fpd_metric, kpd as kpd_metric
 from caloforge.evaluation.prdc import PRDCConfig, prdc as prdc_metric
 from caloforge.evaluation.separation import (
@@ -400,7 +405,7 @@ def _caveats(prefix: str, res: dict, max_epochs: int) -> list[str]:
         note = (res.get(key) or {}).get("note")
         if note:
             out.append(f"{prefix}: {note}" if note.startswith(label) else f"{prefix}: {label}: {note}")
-    for key, label in (("cls_low", "low-level"), ("cls_high", "high-level")):
+    for key, label in (("cls_low", "low-level"), ("cls_high", "high-level"), ("multiclass", "multiclass")):
         cls = res.get(key)
         if cls is not None:
             cls["hit_epoch_cap"] = epoch_cap_reached(cls, max_epochs)
@@ -409,6 +414,38 @@ def _caveats(prefix: str, res: dict, max_epochs: int) -> list[str]:
                 out.append(f"{prefix}: the {label} classifier stopped at its epoch cap ({epochs}, best epoch = "
                            "last epoch); the AUC may not have converged (raise --cls-epochs)")
     return out
+
+
+#: The class of the reference's second half in the multiclass test with ``--floor``.
+FLOOR_CLASS = "floor: reference half B"
+
+
+def _multiclass(ref: ShowerFeatures, samples: dict[str, ShowerFeatures], half: np.ndarray | None,
+                options: EvaluationOptions, progress: Progress | None) -> dict:
+    """The multiclass test over the reference and every sample (high-level inputs). With the
+    floor (``half`` given), the reference's half A is the reference class and its half B one
+    more class, whose log-posterior is the floor: a sample drawn exactly like the reference."""
+    if half is None:
+        classes = {"reference": ref, **samples}
+    else:
+        classes = {"reference": ref.select(half), FLOOR_CLASS: ref.select(~half), **samples}
+    cfg = options.classifier
+    task = "multiclass classifier (high-level)"
+
+    def cb(epochs: float) -> None:
+        if progress:
+            progress(task, epochs, cfg.max_epochs)
+
+    r = multiclass_test([high_level_inputs(f) for f in classes.values()], cfg, seed=options.seed, on_batch=cb)
+    if progress:
+        progress(task, r.epochs_run, r.epochs_run)
+    return {
+        "classes": list(classes), "inputs": "high-level",
+        "reference_rows": "all" if half is None else "half A (half B is the floor class)",
+        "log_posterior": dict(zip(classes, r.log_posterior, strict=True)), "chance": r.chance,
+        "accuracy": r.accuracy, "best_epoch": r.best_epoch, "epochs_run": r.epochs_run, "n_train": r.n_train,
+        "n_test": r.n_test, "n_val": r.n_val, "seconds": r.seconds, "device": r.device,
+    }
 
 
 def evaluate(
@@ -530,6 +567,17 @@ def evaluate(
         notes.append("floor: the reference split in two random halves and compared with the same metrics; "
                      "its sample size is half the reference's, so it slightly overstates the true floor")
 
+    multiclass = None
+    if "multiclass" in opts.metrics:
+        t = time.perf_counter()
+        multiclass = _multiclass(ref.features, {n: s.features for n, s in samples.items()}, half, opts, progress)
+        for block in blocks:
+            block["multiclass_log_posterior"] = multiclass["log_posterior"][block["name"]]
+        if floor is not None:
+            floor["multiclass_log_posterior"] = multiclass["log_posterior"][FLOOR_CLASS]
+        notes.extend(_caveats("multiclass", {"multiclass": multiclass}, opts.classifier.max_epochs))
+        timing["multiclass"] = round(time.perf_counter() - t, 3)
+
     results: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "caloforge_version": __version__,
@@ -552,6 +600,8 @@ def evaluate(
         results.update({k: v for k, v in blocks[0].items() if k not in ("name", "files")})
     if floor is not None:
         results["floor"] = floor
+    if multiclass is not None:
+        results["multiclass"] = multiclass
     results["warnings"] = warnings_
     results["notes"] = notes + binning.notes
     results["timing_seconds"] = timing

@@ -83,6 +83,9 @@ def _summary_rows(block: dict, floor: dict | None) -> list[tuple[str, str, str]]
     for key, label in (("fpd", "FPD x1e3"), ("kpd", "KPD x1e3")):
         if key in block:
             rows.append((label, _pm(block[key]), _pm(floor.get(key))))
+    if "multiclass_log_posterior" in block:
+        rows.append(("multiclass log-posterior on reference showers", _fmt(block["multiclass_log_posterior"]),
+                     _fmt(floor.get("multiclass_log_posterior"))))
     if "prdc" in block:
         for key in PRDC_KEYS:
             rows.append((key, _fmt(block["prdc"].get(key)), _fmt((floor.get("prdc") or {}).get(key))))
@@ -124,6 +127,31 @@ def _prdc_section(blocks: Sequence[dict], floor: dict | None, label: str) -> str
         "sample's showers that fall among reference showers (fidelity; density above 1 means showers crowd "
         "dense regions); recall and coverage: the reference showers that the sample reaches (diversity). "
         "All four are near 1 for a sample drawn like the reference; compare with the floor.</p>"
+    )
+
+
+def _multiclass_section(mc: dict | None) -> str:
+    """The multiclass classifier's table: every class's mean log-posterior on reference showers."""
+    if not mc:
+        return ""
+    chance = mc.get("chance")
+    rows = "".join(
+        f"<tr><td class='l'>{html.escape(str(name))}</td><td>{_fmt(v)}</td>"
+        f"<td>{_fmt(None if v is None or chance is None else v - chance)}</td></tr>"
+        for name, v in (mc.get("log_posterior") or {}).items()
+    )
+    floor_text = (" With --floor the reference's half A is the reference class and its half B one more class "
+                  "(a sample drawn exactly like the reference): its value is the floor."
+                  if any(str(c).startswith("floor") for c in mc.get("classes", [])) else "")
+    return (
+        "<h2>Multiclass classifier</h2>"
+        f"<table><tr><th class='l'>class</th><th>mean log p(class | reference shower)</th><th>minus chance</th></tr>"
+        f"{rows}</table><p class='note'>One classifier (the official MLP, {_fmt(mc.get('inputs'))} inputs) trained "
+        f"on all {len(mc.get('classes', []))} classes at once, as in the CaloChallenge paper (arXiv:2410.21611); "
+        f"chance = log(1/{len(mc.get('classes', []))}) = {_fmt(chance)}, what every class gets when all are drawn "
+        "like the reference. Higher (less negative) is better: the classifier mistakes the reference's showers "
+        f"for this sample's. Validation accuracy {_fmt(mc.get('accuracy'))}, best epoch {_fmt(mc.get('best_epoch'))} "
+        f"of {_fmt(mc.get('epochs_run'))}.{floor_text}</p>"
     )
 
 
@@ -265,6 +293,7 @@ def write_report(
     parts.append(f"<p class='note'>{text}</p>")
 
     parts.append(_prdc_section(blocks, floor, label))
+    parts.append(_multiclass_section(results.get("multiclass")))
 
     parts.append("<h2>Side by side with the CaloChallenge</h2>")
     source = (results.get("reference") or {}).get("source")
