@@ -39,6 +39,10 @@ def evaluate(
     cls_batch_size: int = typer.Option(None, "--cls-batch-size", help="Override the classifier's batch size (official 1000)."),
     cls_max_showers: int = typer.Option(None, "--cls-max-showers", help="Use at most this many showers per "
                                         "sample in the low-level classifier."),
+    device: str = typer.Option(None, "--device", help="Where the classifiers train: cpu, cuda, cuda:1, ... "
+                               "(default: cuda when available, else cpu)."),
+    cnn_depth: int = typer.Option(None, "--cnn-depth", help="Depth of the ResNet classifier (--metrics cnn): "
+                                  "18 (official), 10 or 34."),
     threshold: float = typer.Option(None, "--threshold", help="Readout threshold in MeV (default: the dataset's, "
                                    "as the official min_energy); histogram edges keep the official min_energy."),
     seed: int = typer.Option(0, "--seed", help="Seed of splits, batches and classifier training."),
@@ -69,7 +73,7 @@ def evaluate(
         gens[str(name)] = f
     cfg = ClassifierConfig.fast() if fast else ClassifierConfig.official()
     overrides: dict[str, Any] = {"max_epochs": cls_epochs, "hidden_units": cls_width, "hidden_layers": cls_depth,
-                 "batch_size": cls_batch_size}
+                 "batch_size": cls_batch_size, "device": device}
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if overrides:
         from dataclasses import replace
@@ -78,9 +82,24 @@ def evaluate(
             cfg = replace(cfg, **overrides)
         except ValueError as exc:
             raise InputError(f"classifier settings: {exc}") from None
+    if device is not None:
+        import torch
+
+        try:
+            dev = torch.device(device)
+        except RuntimeError as exc:
+            raise InputError(f"--device {device}: {exc}") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise InputError(f"--device {device}: CUDA is not available on this machine")
+    from caloforge.evaluation.resnet import ResNetConfig
+
+    try:
+        resnet = ResNetConfig.official() if cnn_depth is None else ResNetConfig.official(depth=cnn_depth)
+    except ValueError as exc:
+        raise InputError(f"--cnn-depth: {exc}") from None
     opts = EvaluationOptions(
         metrics=tuple(m.strip() for m in metrics.split(",") if m.strip()), floor=floor, classifier=cfg,
-        cls_max_showers=cls_max_showers, seed=seed, threshold=threshold,
+        cls_max_showers=cls_max_showers, seed=seed, threshold=threshold, resnet=resnet,
     )
     output.mkdir(parents=True, exist_ok=True)
     with progress_bar() as bar:

@@ -319,9 +319,14 @@ def classifier_test(
     seed: int = 0,
     progress: Callable[[dict], None] | None = None,
     on_batch: Callable[[float], None] | None = None,
+    build: Callable[[int], torch.nn.Module] | None = None,
 ) -> ClassifierResult:
     """Train the classifier of the official protocol on ``reference_X`` vs ``generated_X``
     ((N, features) arrays, ideally float32) and return its calibrated validation AUC and JSD.
+
+    ``build(n_features)`` makes the network (one logit out); default the official MLP of
+    ``config`` (:func:`build_mlp`); the ResNet classifier passes
+    :func:`~caloforge.evaluation.resnet.build_resnet`.
 
     ``progress`` is called after every epoch with a dict (epoch, max_epochs, train_loss,
     test_accuracy, best_epoch, seconds); ``on_batch`` after every training batch with the epochs
@@ -344,7 +349,8 @@ def classifier_test(
         raise ValueError(f"samples too small for the classifier test ({len(ref)} and {len(gen)} rows)")
 
     model, best_state, best_epoch, best_acc, epochs_run, history = _fit(
-        lambda: build_mlp(ref.shape[1], cfg.hidden_layers, cfg.hidden_units, cfg.dropout),
+        (lambda: build(ref.shape[1])) if build is not None
+        else (lambda: build_mlp(ref.shape[1], cfg.hidden_layers, cfg.hidden_units, cfg.dropout)),
         torch.nn.BCEWithLogitsLoss(), lambda logits, y: _accuracy(_sigmoid64(logits), y),
         data, train, test, cfg, device, rng, seed, t0, progress, on_batch)
 

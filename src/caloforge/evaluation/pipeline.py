@@ -46,6 +46,7 @@ from caloforge.evaluation.classifier import (
 )
 from caloforge.evaluation.distances import fpd as fpd_metric, kpd as kpd_metric
 from caloforge.evaluation.prdc import PRDCConfig, prdc as prdc_metric
+from caloforge.evaluation.resnet import ResNetConfig, build_resnet
 from caloforge.evaluation.separation import (
     feature_separation_powers,
     histogram_counts,
@@ -75,6 +76,7 @@ class EvaluationOptions:
     floor: bool = False
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig.official)
     prdc: PRDCConfig = field(default_factory=PRDCConfig.official)
+    resnet: ResNetConfig = field(default_factory=ResNetConfig.official)  # the network of --metrics cnn
     cls_max_showers: int | None = None  # per sample; None: all that fit LOW_LEVEL_BUDGET
     energy_bins: Sequence[float] | None = None  # MeV edges; None: decades spanning the reference
     seed: int = 0
@@ -231,14 +233,14 @@ def _distance(metric: Callable, a: np.ndarray, b: np.ndarray, **kw) -> dict:
 
 
 def _classifier(x_ref: np.ndarray, x_gen: np.ndarray, cfg: ClassifierConfig, seed: int,
-                progress: Progress | None, task: str) -> dict:
+                progress: Progress | None, task: str, build: Callable | None = None) -> dict:
     def cb(epochs: float) -> None:
         if progress:
             progress(task, epochs, cfg.max_epochs)
 
     if progress:
         progress(task, 0, cfg.max_epochs)
-    r = classifier_test(x_ref, x_gen, cfg, seed=seed, on_batch=cb)
+    r = classifier_test(x_ref, x_gen, cfg, seed=seed, on_batch=cb, build=build)
     if progress:  # done, also when it stopped early: the task ends at the epochs it ran
         progress(task, r.epochs_run, r.epochs_run)
     return {
@@ -260,8 +262,10 @@ def compare(
     progress: Progress | None = None,
     timing: dict | None = None,
     label: str = "",
+    image_shape: tuple[int, int, int] | None = None,
 ) -> dict:
-    """All requested metrics of ``gen`` against ``ref`` (features; low-level arrays optional)."""
+    """All requested metrics of ``gen`` against ``ref`` (features; low-level arrays optional;
+    ``image_shape`` (layers, alpha, r) for the ResNet classifier)."""
     out: dict[str, Any] = {}
     timing = {} if timing is None else timing
 
@@ -303,6 +307,12 @@ def compare(
     if "cls-low" in m and ref_low is not None and gen_low is not None:
         out["cls_low"] = timed("cls_low", lambda: _classifier(
             ref_low, gen_low, options.classifier, options.seed, progress, f"{label}classifier (low-level)"))
+    if "cnn" in m and ref_low is not None and gen_low is not None and image_shape is not None:
+        shape = image_shape
+        out["cls_cnn"] = timed("cls_cnn", lambda: _classifier(
+            ref_low, gen_low, options.classifier, options.seed, progress, f"{label}classifier (ResNet, voxels)",
+            build=lambda _: build_resnet(shape, options.resnet)))
+        out["cls_cnn"]["network"] = f"ResNet-{options.resnet.depth} x{options.resnet.width_factor:g} channels"
     return out
 
 
@@ -405,7 +415,8 @@ def _caveats(prefix: str, res: dict, max_epochs: int) -> list[str]:
         note = (res.get(key) or {}).get("note")
         if note:
             out.append(f"{prefix}: {note}" if note.startswith(label) else f"{prefix}: {label}: {note}")
-    for key, label in (("cls_low", "low-level"), ("cls_high", "high-level"), ("multiclass", "multiclass")):
+    for key, label in (("cls_low", "low-level"), ("cls_high", "high-level"), ("cls_cnn", "ResNet"),
+                       ("multiclass", "multiclass")):
         cls = res.get(key)
         if cls is not None:
             cls["hit_epoch_cap"] = epoch_cap_reached(cls, max_epochs)
@@ -468,7 +479,13 @@ def evaluate(
     rng = np.random.default_rng(opts.seed)
     timing: dict[str, float] = {}
     notes: list[str] = []
-    want_low = "cls-low" in opts.metrics
+    want_low = "cls-low" in opts.metrics or "cnn" in opts.metrics
+    image_shape = None
+    if "cnn" in opts.metrics:
+        if not g.is_regular or math.prod(g.shape) != g.n_voxels:
+            raise InputError(f"the ResNet classifier (--metrics cnn) needs a regular geometry (ds2, ds3); "
+                             f"{g.name} is irregular")
+        image_shape = g.shape
     n_samples = 1 + len(generated)
     for name, f in {"reference": reference, **generated}.items():
         if f.shower_dtype != np.float32:
@@ -531,7 +548,7 @@ def evaluate(
         samples[name] = s
         timing[f"{name}: read"] = round(time.perf_counter() - t, 3)
         res = compare(ref.features, s.features, opts, binning, ref_counts, s.voxel_counts, ref.low_level,
-                      s.low_level, progress, timing, f"{name}: ")
+                      s.low_level, progress, timing, f"{name}: ", image_shape)
         t = time.perf_counter()
         res["energy_bins"] = _energy_binned(ref.features, s.features, energy_edges, opts, binning)
         timing[f"{name}: energy_bins"] = round(time.perf_counter() - t, 3)
@@ -558,7 +575,7 @@ def evaluate(
             in_a = half[ref.low_level_rows]
             low_a, low_b = ref.low_level[in_a], ref.low_level[~in_a]
         floor = compare(fa, fb, opts, binning, floor_counts.get("a"), floor_counts.get("b"), low_a, low_b,
-                        progress, timing, "floor: ")
+                        progress, timing, "floor: ", image_shape)
         floor["n_reference_a"], floor["n_reference_b"] = len(fa), len(fb)
         floor["label"] = source["floor_label"]
         notes.extend(_caveats("floor", floor, opts.classifier.max_epochs))
@@ -588,6 +605,7 @@ def evaluate(
         "classifier": {"hidden_layers": opts.classifier.hidden_layers, "hidden_units": opts.classifier.hidden_units,
                        "max_epochs": opts.classifier.max_epochs, "patience": opts.classifier.patience,
                        "learning_rate": opts.classifier.learning_rate, "batch_size": opts.classifier.batch_size},
+        "resnet": {"depth": opts.resnet.depth, "width_factor": opts.resnet.width_factor},
         "prdc_settings": {"nearest_k": opts.prdc.nearest_k, "max_samples": opts.prdc.max_samples,
                           "standardise": opts.prdc.standardise},
         "reference": {"files": ref.files, "n": reference.n, "source": source["kind"],

@@ -76,7 +76,8 @@ def _summary_rows(block: dict, floor: dict | None) -> list[tuple[str, str, str]]
     """(metric, value, floor) rows of one generated sample."""
     floor = floor or {}
     rows = []
-    for key, label in (("cls_low", "classifier AUC, low-level"), ("cls_high", "classifier AUC, high-level")):
+    for key, label in (("cls_low", "classifier AUC, low-level"), ("cls_high", "classifier AUC, high-level"),
+                       ("cls_cnn", "classifier AUC, ResNet (voxels)")):
         if key in block:
             rows.append((label, _fmt(block[key].get("auc")), _fmt((floor.get(key) or {}).get("auc"))))
             rows.append((label.replace("AUC", "JSD"), _fmt(block[key].get("jsd")), _fmt((floor.get(key) or {}).get("jsd"))))
