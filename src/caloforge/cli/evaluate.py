@@ -43,6 +43,8 @@ def evaluate(
                                "(default: cuda when available, else cpu)."),
     cnn_depth: int = typer.Option(None, "--cnn-depth", help="Depth of the ResNet classifier (--metrics cnn): "
                                   "18 (official), 10 or 34."),
+    prdc_inputs: str = typer.Option("high-level", "--prdc-inputs", help="PRDC on 'high-level' features "
+                                    "(standardised) or on 'voxels' (log10 energies, as the official evaluate.py)."),
     threshold: float = typer.Option(None, "--threshold", help="Readout threshold in MeV (default: the dataset's, "
                                    "as the official min_energy); histogram edges keep the official min_energy."),
     seed: int = typer.Option(0, "--seed", help="Seed of splits, batches and classifier training."),
@@ -91,7 +93,12 @@ def evaluate(
             raise InputError(f"--device {device}: {exc}") from None
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise InputError(f"--device {device}: CUDA is not available on this machine")
+    from caloforge.evaluation.prdc import PRDCConfig
     from caloforge.evaluation.resnet import ResNetConfig
+
+    if prdc_inputs not in ("high-level", "voxels"):
+        raise InputError(f"--prdc-inputs must be 'high-level' or 'voxels', not {prdc_inputs!r}")
+    prdc = PRDCConfig.voxels() if prdc_inputs == "voxels" else PRDCConfig.official()
 
     try:
         resnet = ResNetConfig.official() if cnn_depth is None else ResNetConfig.official(depth=cnn_depth)
@@ -99,7 +106,7 @@ def evaluate(
         raise InputError(f"--cnn-depth: {exc}") from None
     opts = EvaluationOptions(
         metrics=tuple(m.strip() for m in metrics.split(",") if m.strip()), floor=floor, classifier=cfg,
-        cls_max_showers=cls_max_showers, seed=seed, threshold=threshold, resnet=resnet,
+        cls_max_showers=cls_max_showers, seed=seed, threshold=threshold, resnet=resnet, prdc=prdc,
     )
     output.mkdir(parents=True, exist_ok=True)
     with progress_bar() as bar:

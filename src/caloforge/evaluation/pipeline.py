@@ -45,7 +45,7 @@ from caloforge.evaluation.classifier import (
     multiclass_test,
 )
 from caloforge.evaluation.distances import fpd as fpd_metric, kpd as kpd_metric
-from caloforge.evaluation.prdc import PRDCConfig, prdc as prdc_metric
+from caloforge.evaluation.prdc import PRDCConfig, prdc as prdc_metric, voxel_inputs as prdc_voxel_inputs
 from caloforge.evaluation.resnet import ResNetConfig, build_resnet
 from caloforge.evaluation.separation import (
     feature_separation_powers,
@@ -104,6 +104,8 @@ class Sample:
     low_level_rows: np.ndarray | None = None  # which rows of the sample the low-level array holds
     voxel_counts: np.ndarray | None = None
     kept_voxels: tuple[np.ndarray, np.ndarray] | None = None  # (row, energy) of non-empty voxels
+    prdc_voxels: np.ndarray | None = None  # PRDC voxel inputs of the rows prdc_rows
+    prdc_rows: np.ndarray | None = None
 
 
 def _clean(x: Any) -> Any:
@@ -140,13 +142,15 @@ def gather(
     voxel_edges: np.ndarray | None = None,
     progress: Progress | None = None,
     keep_voxels_above: float | None = None,
+    prdc_rows: np.ndarray | None = None,
 ) -> Sample:
     """Stream ``file`` once: features, mean shower, voxel maximum, optional low-level inputs
     (for the sorted row indices ``low_level_rows``) and voxel-energy counts in ``voxel_edges``.
 
     ``keep_voxels_above``: also keep every voxel energy >= this value with its row index
     (``Sample.kept_voxels``), so that histograms whose edges depend on this sample's maximum can
-    be filled without a second pass; given up (None) past :data:`KEEP_VOXELS_BUDGET` bytes."""
+    be filled without a second pass; given up (None) past :data:`KEEP_VOXELS_BUDGET` bytes.
+    ``prdc_rows``: sorted row indices whose PRDC voxel inputs to keep (``Sample.prdc_voxels``)."""
     g = file.geometry
     parts, total = [], np.zeros(g.n_voxels)
     vmax = None  # a numpy scalar of the showers' dtype, as the official maximum
@@ -155,7 +159,8 @@ def gather(
     low = None
     if low_level_rows is not None:
         low = np.empty((len(low_level_rows), g.n_voxels + 1), dtype=np.float32)
-    start, filled = 0, 0
+    pv = None if prdc_rows is None else np.empty((len(prdc_rows), g.n_voxels), dtype=np.float32)
+    start, filled, pv_filled = 0, 0, 0
     kept: list | None = [] if keep_voxels_above is not None else None
     kept_bytes = 0
     for e, s in prefetch(file.iter_chunks()):
@@ -180,6 +185,11 @@ def gather(
                 low[filled : filled + len(rows), 0] = np.log10(e[rows])
                 np.divide(s[rows], e[rows, None].astype(np.float32), out=low[filled : filled + len(rows), 1:])
                 filled += len(rows)
+        if pv is not None and prdc_rows is not None:  # pv exists exactly when prdc_rows do
+            lo, hi = np.searchsorted(prdc_rows, [start, start + len(s)])
+            if hi > lo:
+                pv[pv_filled : pv_filled + hi - lo] = prdc_voxel_inputs(s[prdc_rows[lo:hi] - start])
+                pv_filled += hi - lo
         start += len(s)
         if progress:
             progress(f"reading {name}", start, file.n)
@@ -188,6 +198,7 @@ def gather(
     if vmax is None:
         vmax = np.float32(0.0)
     sample = Sample(name, [str(p) for p in file.paths], feats, total / file.n, vmax, low, low_level_rows, counts)
+    sample.prdc_voxels, sample.prdc_rows = pv, prdc_rows
     if kept is not None:
         sample.kept_voxels = (np.concatenate([k[0] for k in kept]) if kept else np.zeros(0, np.int64),
                               np.concatenate([k[1] for k in kept]) if kept else np.zeros(0, np.float32))
@@ -263,9 +274,11 @@ def compare(
     timing: dict | None = None,
     label: str = "",
     image_shape: tuple[int, int, int] | None = None,
+    ref_voxels: np.ndarray | None = None,
+    gen_voxels: np.ndarray | None = None,
 ) -> dict:
     """All requested metrics of ``gen`` against ``ref`` (features; low-level arrays optional;
-    ``image_shape`` (layers, alpha, r) for the ResNet classifier)."""
+    ``image_shape`` (layers, alpha, r) for the ResNet classifier; PRDC voxel inputs)."""
     out: dict[str, Any] = {}
     timing = {} if timing is None else timing
 
@@ -299,8 +312,12 @@ def compare(
         out["kpd"] = timed("kpd", lambda: _distance(
             kpd_metric, hl_ref, hl_gen, batch_size=options.kpd_batch_size, seed=options.seed), "KPD")
     if "prdc" in m:
-        out["prdc"] = timed("prdc", lambda: prdc_metric(hl_ref, hl_gen, options.prdc, options.seed).as_dict(),
-                            "precision, recall, density, coverage")
+        voxels = options.prdc.inputs == "voxels"
+        if not voxels or (ref_voxels is not None and gen_voxels is not None):
+            a, b = (ref_voxels, gen_voxels) if voxels else (hl_ref, hl_gen)
+            out["prdc"] = timed("prdc", lambda: {**prdc_metric(a, b, options.prdc, options.seed).as_dict(),
+                                                 "inputs": options.prdc.inputs},
+                                "precision, recall, density, coverage")
     if "cls-high" in m:
         out["cls_high"] = timed("cls_high", lambda: _classifier(
             hl_ref, hl_gen, options.classifier, options.seed, progress, f"{label}classifier (high-level)"))
@@ -499,8 +516,16 @@ def evaluate(
         if note:
             notes.append(f"reference: {note}")
     want_hist = "hist" in opts.metrics
+    prdc_rng = np.random.default_rng(opts.seed + 2)  # its own stream: the other subsets stay as they were
+
+    def prdc_rows(n: int) -> np.ndarray | None:
+        if "prdc" not in opts.metrics or opts.prdc.inputs != "voxels":
+            return None
+        limit = n if opts.prdc.max_samples is None else min(n, opts.prdc.max_samples)
+        return np.sort(prdc_rng.choice(n, size=limit, replace=False)) if limit < n else np.arange(n)
+
     ref = gather(reference, "reference", thr, ref_rows, progress=progress,
-                 keep_voxels_above=(binning_min_energy(g) if want_hist else None))
+                 keep_voxels_above=(binning_min_energy(g) if want_hist else None), prdc_rows=prdc_rows(reference.n))
     binning = binning_from_reference(ref.features, None)
     binning.voxel_energy = log_edges(binning.min_energy, ref.voxel_max, N_EDGES_VOXEL)
     timing["read_reference"] = round(time.perf_counter() - t, 3)
@@ -544,11 +569,11 @@ def evaluate(
             rows, note = _cls_rows(f.n, g.n_voxels, n_samples, opts.cls_max_showers, rng)
             if note:
                 notes.append(f"{name}: {note}")
-        s = gather(f, name, thr, rows, binning.voxel_energy, progress)
+        s = gather(f, name, thr, rows, binning.voxel_energy, progress, prdc_rows=prdc_rows(f.n))
         samples[name] = s
         timing[f"{name}: read"] = round(time.perf_counter() - t, 3)
         res = compare(ref.features, s.features, opts, binning, ref_counts, s.voxel_counts, ref.low_level,
-                      s.low_level, progress, timing, f"{name}: ", image_shape)
+                      s.low_level, progress, timing, f"{name}: ", image_shape, ref.prdc_voxels, s.prdc_voxels)
         t = time.perf_counter()
         res["energy_bins"] = _energy_binned(ref.features, s.features, energy_edges, opts, binning)
         timing[f"{name}: energy_bins"] = round(time.perf_counter() - t, 3)
@@ -565,6 +590,7 @@ def evaluate(
         blocks.append(block)
         if ref.low_level is not None:
             s.low_level = None  # free memory before the next sample
+        s.prdc_voxels = None
 
     floor = None
     if half is not None:
@@ -574,8 +600,12 @@ def evaluate(
         if ref.low_level is not None:
             in_a = half[ref.low_level_rows]
             low_a, low_b = ref.low_level[in_a], ref.low_level[~in_a]
+        vox_a = vox_b = None
+        if ref.prdc_voxels is not None and ref.prdc_rows is not None:
+            in_a = half[ref.prdc_rows]
+            vox_a, vox_b = ref.prdc_voxels[in_a], ref.prdc_voxels[~in_a]
         floor = compare(fa, fb, opts, binning, floor_counts.get("a"), floor_counts.get("b"), low_a, low_b,
-                        progress, timing, "floor: ", image_shape)
+                        progress, timing, "floor: ", image_shape, vox_a, vox_b)
         floor["n_reference_a"], floor["n_reference_b"] = len(fa), len(fb)
         floor["label"] = source["floor_label"]
         notes.extend(_caveats("floor", floor, opts.classifier.max_epochs))
@@ -607,7 +637,7 @@ def evaluate(
                        "learning_rate": opts.classifier.learning_rate, "batch_size": opts.classifier.batch_size},
         "resnet": {"depth": opts.resnet.depth, "width_factor": opts.resnet.width_factor},
         "prdc_settings": {"nearest_k": opts.prdc.nearest_k, "max_samples": opts.prdc.max_samples,
-                          "standardise": opts.prdc.standardise},
+                          "standardise": opts.prdc.standardise, "inputs": opts.prdc.inputs},
         "reference": {"files": ref.files, "n": reference.n, "source": source["kind"],
                       "generator": source["generator"]},
         "n_reference": reference.n,

@@ -19,9 +19,13 @@ too) Euclidean from ``sklearn.metrics.pairwise_distances``, here in chunks of ro
 memory stays at ``chunk_rows x M`` doubles. Two samples from one distribution give all four near 1
 (the floor of ``caloforge evaluate --floor`` measures how near at the sample size used).
 
-caloforge applies it to the official high-level feature vector (362 numbers for DS2), each
-column standardised with the reference's mean and standard deviation, on at most ``max_samples``
-random showers of each sample (the paper's 10,000 by default: the cost grows as N x M).
+Inputs (``PRDCConfig.inputs``): ``"high-level"`` (default): the official high-level feature
+vector (362 numbers for DS2), each column standardised with the reference's mean and standard
+deviation; ``"voxels"`` (:meth:`PRDCConfig.voxels`): what the official ``evaluate.py -m prdc``
+uses, ``log10`` of the voxel energies after the readout threshold, empty voxels set to 0.1 MeV
+first (:func:`voxel_inputs`), not standardised. Either on at most ``max_samples`` random showers
+of each sample (the paper's 10,000 by default: the cost grows as N x M x features; the official
+script takes every shower).
 """
 
 from __future__ import annotations
@@ -43,12 +47,19 @@ class PRDCConfig:
     nearest_k: int = 5
     max_samples: int | None = 10_000  # per sample; None: all
     standardise: bool = True  # columns scaled by the reference's mean and standard deviation
+    inputs: str = "high-level"  # or "voxels" (log10 voxel energies, as the official evaluate.py)
     chunk_rows: int = 2048  # reference rows whose distances to every generated point are held at once
 
     @classmethod
     def official(cls, **changes) -> PRDCConfig:
         """The paper's settings: k = 5 on 10,000 points of each sample."""
         return replace(cls(), **changes)
+
+    @classmethod
+    def voxels(cls, **changes) -> PRDCConfig:
+        """The official script's inputs: log10 voxel energies (empty voxels 0.1 MeV), not
+        standardised, k = 5 (on 10,000 showers of each sample; the script takes all)."""
+        return replace(cls(inputs="voxels", standardise=False), **changes)
 
     @classmethod
     def fast(cls, **changes) -> PRDCConfig:
@@ -62,6 +73,8 @@ class PRDCConfig:
             raise ValueError("max_samples must exceed nearest_k")
         if self.chunk_rows < 1:
             raise ValueError("chunk_rows must be positive")
+        if self.inputs not in ("high-level", "voxels"):
+            raise ValueError(f"inputs must be 'high-level' or 'voxels', got {self.inputs!r}")
 
 
 @dataclass(frozen=True)
@@ -100,6 +113,17 @@ def kth_neighbour_distances(x: np.ndarray, k: int, chunk_rows: int = 2048) -> np
         d = pairwise_distances(x[a : a + chunk_rows], x, metric="euclidean")
         out[a : a + chunk_rows] = np.partition(d, k, axis=1)[:, k]  # index 0: the point itself
     return out
+
+
+#: Energy (MeV) that the official PRDC gives empty voxels before the logarithm.
+EMPTY_VOXEL_MEV = 0.1
+
+
+def voxel_inputs(showers: np.ndarray) -> np.ndarray:
+    """PRDC inputs of the official script: ``log10`` of the voxel energies (MeV, after the
+    readout threshold), exactly-zero voxels set to 0.1 MeV first; float32 as the showers."""
+    s = np.asarray(showers)
+    return np.log10(np.where(s == 0.0, s.dtype.type(EMPTY_VOXEL_MEV), s))
 
 
 def _subset(x: np.ndarray, limit: int | None, rng: np.random.Generator) -> np.ndarray:

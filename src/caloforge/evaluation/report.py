@@ -121,10 +121,12 @@ def _prdc_section(blocks: Sequence[dict], floor: dict | None, label: str) -> str
         + f"<td>{_fmt(d.get('nearest_k'))}</td><td>{_fmt(d.get('n_real'))}, {_fmt(d.get('n_fake'))}</td></tr>"
         for name, d, cls in rows
     )
+    inputs = ("log10 of the voxel energies (empty voxels 0.1 MeV), as the official evaluate.py"
+              if rows[0][1].get("inputs") == "voxels" else "the high-level features, standardised with the reference")
     return (
         "<h2>Precision, recall, density, coverage</h2>"
-        f"<table>{head}{body}</table><p class='note'>k-nearest-neighbour balls on the high-level features, "
-        "standardised with the reference (Naeem et al. 2020, arXiv:2002.09797). Precision and density: the "
+        f"<table>{head}{body}</table><p class='note'>k-nearest-neighbour balls on {inputs} "
+        "(Naeem et al. 2020, arXiv:2002.09797). Precision and density: the "
         "sample's showers that fall among reference showers (fidelity; density above 1 means showers crowd "
         "dense regions); recall and coverage: the reference showers that the sample reaches (diversity). "
         "All four are near 1 for a sample drawn like the reference; compare with the floor.</p>"
