@@ -172,8 +172,8 @@ def _print_summary(results: dict) -> None:
         return f"{d[key]:.4f}"
 
     rows = [("AUC low-level", "cls_low", "auc"), ("AUC high-level", "cls_high", "auc"),
-            ("FPD x1e3", "fpd", "value"), ("KPD x1e3", "kpd", "value"), ("precision", "prdc", "precision"),
             ("AUC ResNet (voxels)", "cls_cnn", "auc"),
+            ("FPD x1e3", "fpd", "value"), ("KPD x1e3", "kpd", "value"), ("precision", "prdc", "precision"),
             ("recall", "prdc", "recall"), ("density", "prdc", "density"), ("coverage", "prdc", "coverage")]
     for label, key, sub in rows:
         if any(key in b for b in results["generated"]):
