@@ -23,7 +23,7 @@ def _one_thread():
 
 def test_identical_samples_give_log_one_over_k():
     rng = np.random.default_rng(0)
-    samples = [rng.normal(size=(1500, 8)).astype(np.float32) for _ in range(3)]
+    samples = [rng.normal(size=(900, 8)).astype(np.float32) for _ in range(3)]
     r = multiclass_test(samples, TINY, seed=1)
     assert r.chance == pytest.approx(math.log(1 / 3))
     assert len(r.log_posterior) == 3
