@@ -129,7 +129,9 @@ def _prdc_section(blocks: Sequence[dict], floor: dict | None, label: str) -> str
         "(Naeem et al. 2020, arXiv:2002.09797). Precision and density: the "
         "sample's showers that fall among reference showers (fidelity; density above 1 means showers crowd "
         "dense regions); recall and coverage: the reference showers that the sample reaches (diversity). "
-        "All four are near 1 for a sample drawn like the reference; compare with the floor.</p>"
+        "For a sample drawn like the reference, density and coverage are near 1; precision and recall "
+        "stay well below 1 in many dimensions at these sample sizes (k-NN balls are small): read all four "
+        "against the floor.</p>"
     )
 
 
