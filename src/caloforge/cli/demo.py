@@ -17,6 +17,7 @@ from pathlib import Path
 
 import typer
 
+from caloforge._atomic import check_output
 from caloforge.cli._common import console, threads_option, user_errors
 
 
@@ -55,6 +56,7 @@ def demo(
     from caloforge.models.capabilities import capabilities
 
     caps = capabilities(get_model_class(model))  # an unknown model name fails here, before any work
+    check_output(output, folder=True)
     output.mkdir(parents=True, exist_ok=True)
     train_h5, ref_h5, gen_h5 = output / "train.h5", output / "reference.h5", output / "generated.h5"
     run_dir, eval_dir = output / "run", output / "evaluation"

@@ -53,6 +53,7 @@ def evaluate(
     threads: int | None = threads_option(),
 ) -> None:
     """Evaluate generated showers against a reference: metrics.json, report.html and plots."""
+    from caloforge._atomic import check_output
     from caloforge.data import open_showers
     from caloforge.errors import InputError
     from caloforge.evaluation.classifier import ClassifierConfig
@@ -60,6 +61,11 @@ def evaluate(
     from caloforge.evaluation.report import write_report
     from caloforge.geometry import get_geometry
 
+    inputs = [*_files(reference), *(p for arg in generated for p in _files(arg))]
+    check_output(output, inputs, folder=True)
+    if output.is_dir():
+        for name in ("metrics.json", "report.html"):
+            check_output(output / name, inputs)
     use_threads(threads)
     geometry = get_geometry(dataset) if dataset else None
     ref = open_showers(_files(reference), geometry)

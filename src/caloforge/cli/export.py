@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 
+from caloforge._atomic import atomic_write, check_output
 from caloforge.cli._common import console, threads_option, use_threads, user_errors
 from caloforge.errors import InputError
 
@@ -24,11 +26,7 @@ def export(
 
 @user_errors
 def _run(name: str, out: Path, threads: int | None) -> None:
-    if out.is_dir():
-        raise InputError("is a folder; give the output file name", out)
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise InputError("output folder does not exist", parent)
+    check_output(out)
     use_threads(threads)
     try:
         from caloforge.export.onnx import export_onnx
@@ -42,18 +40,17 @@ def _run(name: str, out: Path, threads: int | None) -> None:
     from caloforge.models.serialization import load_model
 
     model_dir = resolve(name)
+    check_output(out, [model_dir])
     model = load_model(model_dir)
-    existed = out.exists()
-    try:
-        export_onnx(model, out)
+    try:  # into a temporary file renamed at the end: a failure leaves no file at ``out``
+        atomic_write(out, lambda tmp: export_onnx(model, tmp))
     except NotImplementedError as exc:
-        if not existed:
-            out.unlink(missing_ok=True)
         detail = f" ({exc})" if str(exc) else ""
         raise InputError(f"model {model.name!r} has no ONNX export{detail}") from None
-    except BaseException:
-        if not existed:
-            out.unlink(missing_ok=True)
+    except ModuleNotFoundError as exc:
+        if exc.name in ("onnx", "onnxruntime", "onnxscript"):
+            raise InputError(f"ONNX export needs the '{exc.name}' package: pip install 'caloforge[onnx]'") from None
         raise
     size = out.stat().st_size / 2**20 if out.is_file() else 0.0
-    console.print(f"exported {model.name} from {model_dir} to {out} ({size:.1f} MiB)", highlight=False)
+    console.print(f"exported {model.name} from {escape(str(model_dir))} to {escape(str(out))} ({size:.1f} MiB)",
+                  highlight=False)

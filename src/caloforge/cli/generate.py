@@ -9,7 +9,8 @@ from typing import Any
 import typer
 from typer.core import TyperCommand
 
-from caloforge.cli._common import console, threads_option, use_threads, user_errors
+from caloforge._atomic import check_output
+from caloforge.cli._common import check_count, check_seed, console, threads_option, use_threads, user_errors
 from caloforge.errors import InputError
 
 
@@ -85,17 +86,12 @@ def _run(a: dict[str, Any]) -> None:
         raise InputError("say which incident energies: --energies-from REF.h5, or --n N [--energy SPEC]")
     if a["energy"] is not None and n is None:
         raise InputError("--energy needs --n (the number of showers)")
-    if n is not None and n < 1:
-        raise InputError("--n must be at least 1")
-    if batch_size < 1:
-        raise InputError("--batch-size must be at least 1")
-    if a["steps"] is not None and a["steps"] < 1:
-        raise InputError("--steps must be at least 1")
-    if out.is_dir():
-        raise InputError("is a folder; give the output file name", out)
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise InputError("output folder does not exist", parent)
+    check_count(n, "--n")
+    check_count(batch_size, "--batch-size")
+    if a["steps"] is not None and not 1 <= a["steps"] <= 10_000:
+        raise InputError(f"--steps must be between 1 and 10,000, got {a['steps']}")
+    check_seed(a["seed"])
+    check_output(out)
     onnx: bool | Path = a["onnx_file"] if a["onnx_file"] is not None else a["onnx"]
     if isinstance(onnx, Path) and not onnx.exists():
         raise InputError("ONNX file not found (write one with: caloforge export MODEL --onnx FILE)", onnx)
@@ -116,6 +112,8 @@ def _run(a: dict[str, Any]) -> None:
     from caloforge.training.distributed import resolve_device
 
     model_dir = resolve(a["model"])
+    inputs = [model_dir, *(ref.paths if ref is not None else []), *([onnx] if isinstance(onnx, Path) else [])]
+    check_output(out, inputs)  # never over an input: the energies' file, the model's own files
     meta = read_model_json(model_dir)
     dev = torch.device("cpu") if onnx is not False else resolve_device(a["device"])
     model = load_model(model_dir, device=dev)
@@ -131,7 +129,10 @@ def _run(a: dict[str, Any]) -> None:
         )
     chosen = choose_energies(model, reference=ref, n=n, spec=spec, seed=seed)
     energies, energy_text = chosen.values, chosen.description
+    if chosen.warning:
+        console.print(f"[bold yellow]warning:[/] {escape(chosen.warning)}", highlight=False)
     total = len(energies)
+    batch_size = min(batch_size, total)
 
     # ------------------------------------------------------- sample and write
     from caloforge.data.hdf5 import provenance

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from caloforge._atomic import atomic_write_text
+from caloforge._atomic import atomic_write_text, check_output
 from caloforge.cli._common import console, progress_bar, threads_option, use_threads, user_errors
 
 
@@ -85,12 +85,11 @@ def plot(
     )
     from caloforge.plotting.style import format_energy
 
+    check_output(output, files, folder=True)
     use_threads(threads)
     geometry = get_geometry(dataset) if dataset else None
     sample = open_showers(files, geometry)
     g = sample.geometry
-    if output.exists() and not output.is_dir():
-        raise InputError("exists and is not a folder", output)
     try:
         output.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

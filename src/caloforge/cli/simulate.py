@@ -6,7 +6,16 @@ from pathlib import Path
 
 import typer
 
-from caloforge.cli._common import console, progress_bar, threads_option, use_threads, user_errors
+from caloforge._atomic import check_output
+from caloforge.cli._common import (
+    check_count,
+    check_seed,
+    console,
+    progress_bar,
+    threads_option,
+    use_threads,
+    user_errors,
+)
 
 
 @user_errors
@@ -44,12 +53,12 @@ def simulate(
     from caloforge.geometry import get_geometry, read_binning_xml
     from caloforge.simulation import SimulationParams, detector_for, simulate_to_file
 
-    if n < 1:
-        raise InputError(f"--n must be at least 1 (got {n})")
-    if batch_size is not None and batch_size < 1:
-        raise InputError(f"--batch-size must be at least 1 (got {batch_size})")
-    if seed < 0:
-        raise InputError(f"--seed must be non-negative (got {seed})")
+    check_count(n, "--n")
+    check_count(batch_size, "--batch-size")
+    check_seed(seed)
+    if batch_size is not None:
+        batch_size = min(batch_size, n)
+    check_output(output, [p for p in (geometry_xml, params_file) if p is not None])
     if compression.lower() not in ("gzip", "lzf", "none"):
         raise InputError(f"--compression must be gzip, lzf or none (got {compression!r})")
     spec = parse_energy(energy)
@@ -74,8 +83,6 @@ def simulate(
             params = SimulationParams.from_json(params_file.read_text())
         except InputError as exc:
             raise InputError(exc.problem, params_file) from None
-    if output.is_dir():
-        raise InputError("output is a directory", output)
     threads = use_threads(threads)  # worker threads; the showers do not depend on them
 
     start = time.perf_counter()

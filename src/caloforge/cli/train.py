@@ -10,7 +10,8 @@ from typing import Any
 
 import typer
 
-from caloforge.cli._common import console, threads_option, use_threads, user_errors
+from caloforge._atomic import check_output
+from caloforge.cli._common import check_seed, console, threads_option, use_threads, user_errors
 from caloforge.errors import InputError
 from caloforge.training.config import TrainConfig
 
@@ -106,6 +107,7 @@ def _run(a: dict[str, Any]) -> None:
     out: Path = a["output"]
     overrides = _overrides(a)
     max_time = parse_duration(a["max_time"]) if a["max_time"] else None
+    check_seed(a["seed"])
 
     from caloforge import training
 
@@ -133,6 +135,8 @@ def _run(a: dict[str, Any]) -> None:
             raise InputError("--model is required (see 'caloforge models')")
         if not a["data"]:
             raise InputError("--data is required: the training file(s)")
+        check_output(out, [*a["data"], *(a["val"] or []), *([a["config"]] if a["config"] is not None else [])],
+                     folder=True)
         model_config = _read_json(a["config"], "model configuration") if a["config"] is not None else None
         preset = training.TrainConfig.from_preset(a["preset"]) if a["preset"] else None
         result = training.train_files(

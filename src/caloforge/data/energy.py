@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -9,6 +10,8 @@ import numpy as np
 
 from caloforge.errors import InputError
 
+#: The largest incident energy a specification may name (1e12 MeV = 1 EeV; float32 holds it).
+MAX_ENERGY_MEV = 1e12
 _UNITS = {"kev": 1e-3, "mev": 1.0, "gev": 1e3, "tev": 1e6, "": 1.0}
 _VALUE = re.compile(r"^\s*([0-9.]+(?:[eE][+-]?[0-9]+)?)\s*([a-zA-Z]*)\s*$")
 
@@ -18,7 +21,12 @@ def parse_quantity(text: str) -> float:
     m = _VALUE.match(text)
     if not m or m.group(2).lower() not in _UNITS:
         raise InputError(f"cannot read energy {text!r} (use e.g. 500MeV, 10GeV, 1TeV)")
-    value = float(m.group(1)) * _UNITS[m.group(2).lower()]
+    try:
+        value = float(m.group(1)) * _UNITS[m.group(2).lower()]
+    except ValueError:
+        raise InputError(f"cannot read energy {text!r} (use e.g. 500MeV, 10GeV, 1TeV)") from None
+    if not math.isfinite(value) or value > MAX_ENERGY_MEV:
+        raise InputError(f"energy {text!r} is out of range (at most {MAX_ENERGY_MEV:g} MeV)")
     if value <= 0:
         raise InputError(f"energy {text!r} must be positive")
     return value

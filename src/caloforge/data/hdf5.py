@@ -11,7 +11,9 @@ no file behind.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import os
 import queue
 import threading
 from collections.abc import Iterator, Sequence
@@ -23,7 +25,7 @@ import h5py
 import numpy as np
 
 from caloforge import __version__
-from caloforge._atomic import finish, temporary_sibling
+from caloforge._atomic import finish, release, temporary_sibling
 from caloforge.errors import InputError
 from caloforge.geometry import Geometry, geometry_for_voxels
 
@@ -46,6 +48,28 @@ class _Part:
     n_voxels: int
     energy_dtype: np.dtype = np.dtype(np.float64)
     shower_dtype: np.dtype = np.dtype(np.float32)
+
+
+def h5_problem(exc: BaseException) -> str:
+    """A reader's words for what HDF5 (through h5py) reported on a failed read."""
+    text = str(exc)
+    low = text.lower()
+    if "external raw data file" in low or "external" in low and "open" in low:
+        return "its data lie in an external raw-data file that cannot be opened (moved or missing)"
+    if "plugin" in low or "required filter" in low or "not registered" in low or "can't open directory" in low:
+        return ("compressed with an HDF5 filter that is not available here (a plugin filter; "
+                "'pip install hdf5plugin' provides the common ones, or rewrite the file with gzip)")
+    if "filter returned failure" in low or "checksum" in low or "fletcher" in low:
+        return "corrupt data: a compressed or checksummed block fails to decode (damaged or truncated file)"
+    if "component not found" in low or "unable to synchronously open object" in low or isinstance(exc, KeyError):
+        return "a dataset is a broken link (soft or external link to an object that does not exist)"
+    if "truncated" in low or "eof" in low or "file signature" in low:
+        return "truncated or damaged HDF5 file"
+    return f"cannot read HDF5 data ({text or type(exc).__name__})"
+
+
+#: What h5py raises on damaged files, missing filters, broken links and the like.
+_H5_ERRORS = (OSError, KeyError, RuntimeError, ValueError, TypeError)
 
 
 def _inspect(path: Path) -> _Part:
@@ -80,8 +104,8 @@ def _inspect(path: Path) -> _Part:
             return _Part(path, int(s.shape[0]), int(s.shape[1]), np.dtype(e.dtype), np.dtype(s.dtype))
     except InputError:
         raise
-    except OSError as exc:
-        raise InputError(f"cannot read HDF5 file ({exc})", path) from None
+    except _H5_ERRORS as exc:
+        raise InputError(h5_problem(exc), path) from None
 
 
 def check_incident_energies(e: np.ndarray, path: Path | None, first_row: int = 0) -> None:
@@ -103,6 +127,17 @@ def check_showers(s: np.ndarray, path: Path | None, first_row: int = 0) -> None:
     if neg.any():
         row = first_row + int(np.argmax(neg.any(axis=1)))
         raise InputError(f"shower at row {row} holds a negative energy ({s[neg].min():g} MeV)", path)
+
+
+@contextlib.contextmanager
+def _reading(path: Path, what: str) -> Iterator[None]:
+    """Turn h5py's errors while reading ``what`` of ``path`` into an :class:`InputError`."""
+    try:
+        yield
+    except InputError:
+        raise
+    except _H5_ERRORS as exc:
+        raise InputError(f"{what}: {h5_problem(exc)}", path) from None
 
 
 class ShowerFile:
@@ -170,16 +205,22 @@ class ShowerFile:
     @property
     def attrs(self) -> dict:
         """The HDF5 attributes of the first file (provenance)."""
-        with h5py.File(self.parts[0].path, "r") as f:
-            return {k: (v.item() if hasattr(v, "item") and np.ndim(v) == 0 else v) for k, v in f.attrs.items()}
+        try:
+            with h5py.File(self.parts[0].path, "r") as f:
+                return {k: (v.item() if hasattr(v, "item") and np.ndim(v) == 0 else v) for k, v in f.attrs.items()}
+        except _H5_ERRORS as exc:
+            raise InputError(f"cannot read the file's attributes: {h5_problem(exc)}", self.parts[0].path) from None
 
     def incident_energies(self) -> np.ndarray:
         """All incident energies (MeV) as a flat float64 array, validated."""
         if self._energies is None:
             out, start = [], 0
             for part in self.parts:
-                with h5py.File(part.path, "r") as f:
-                    e = np.asarray(f[ENERGY_KEY][...], dtype=np.float64).reshape(-1)
+                try:
+                    with h5py.File(part.path, "r") as f:
+                        e = np.asarray(f[ENERGY_KEY][...], dtype=np.float64).reshape(-1)
+                except _H5_ERRORS as exc:
+                    raise InputError(f"'{ENERGY_KEY}': {h5_problem(exc)}", part.path) from None
                 check_incident_energies(e, part.path)
                 out.append(e)
                 start += part.n
@@ -202,11 +243,12 @@ class ShowerFile:
         for part in self.parts:
             lo, hi = max(start - offset, 0), min(stop - offset, part.n)
             if lo < hi:
-                with h5py.File(part.path, "r", rdcc_nbytes=16 * 2**20) as f:
+                with _reading(part.path, "'showers'"), h5py.File(part.path, "r", rdcc_nbytes=16 * 2**20) as f:
                     ds = f[SHOWER_KEY]
                     for a in range(lo, hi, chunk):
                         b = min(a + chunk, hi)
-                        s = np.asarray(ds[a:b], dtype=np.float32)
+                        with _reading(part.path, f"'showers' rows {a}-{b - 1}"):
+                            s = np.asarray(ds[a:b], dtype=np.float32)
                         if validate:
                             check_showers(s, part.path, a)
                         yield energies[offset + a : offset + b], s
@@ -337,22 +379,72 @@ class ShowerWriter:
         if s.ndim != 2 or s.shape[1] != self.n_voxels or s.shape[0] != e.shape[0]:
             raise ValueError(f"expected ({e.shape[0]}, {self.n_voxels}) showers, got {s.shape}")
         a, b = self.n, self.n + e.shape[0]
-        self._e.resize(b, axis=0)
-        self._s.resize(b, axis=0)
-        self._e[a:b] = e
-        self._s[a:b] = s
+        try:
+            self._e.resize(b, axis=0)
+            self._s.resize(b, axis=0)
+            self._e[a:b] = e
+            self._s[a:b] = s
+        except (OSError, RuntimeError) as exc:
+            raise _write_error(exc, self.path) from None
         self.n = b
+
+    def _abandon(self) -> None:
+        """Close a file whose writes failed (full disk, file-size limit) without crashing.
+
+        HDF5 keeps unwritten metadata and tries to flush it on close and again at interpreter
+        exit, where a second failure crashes the process (seen as a segmentation fault on a full
+        disk). Pointing the file's descriptor at the null device lets those last writes succeed
+        harmlessly; the temporary file is deleted right after."""
+        assert self._file is not None
+        try:
+            fd = self._file.id.get_vfd_handle()
+            null = os.open(os.devnull, os.O_WRONLY)
+            try:
+                os.dup2(null, fd)
+            finally:
+                os.close(null)
+        except (OSError, RuntimeError, ValueError, TypeError):
+            pass
+        try:
+            self._file.close()
+        except (OSError, RuntimeError, ValueError):
+            pass
 
     def __exit__(self, exc_type, exc, tb) -> None:
         assert self._file is not None and self._tmp is not None
         try:
-            self._file.attrs["n_showers"] = self.n
-            self._file.close()
-        finally:
             if exc_type is None:
-                finish(self._tmp, self.path)
+                try:
+                    self._file.attrs["n_showers"] = self.n
+                    self._file.flush()  # a full disk fails here, while the file can still be abandoned
+                    self._file.close()
+                except (OSError, RuntimeError) as error:
+                    self._abandon()
+                    raise _write_error(error, self.path) from None
             else:
-                self._tmp.unlink(missing_ok=True)
+                self._abandon()
+        except BaseException:
+            self._tmp.unlink(missing_ok=True)
+            release(self._tmp)
+            raise
+        if exc_type is None:
+            finish(self._tmp, self.path)
+        else:
+            self._tmp.unlink(missing_ok=True)
+            release(self._tmp)
+
+
+def _write_error(exc: BaseException, path: Path) -> OSError:
+    """An :class:`OSError` naming the output file, with the operating system's reason when HDF5
+    reports one (``errno = 28``: no space left on the device)."""
+    import errno as _errno
+    import re
+
+    code = getattr(exc, "errno", None)
+    if not code:
+        m = re.search(r"errno = (\d+)", str(exc))
+        code = int(m.group(1)) if m else _errno.EIO
+    return OSError(code, os.strerror(code), str(path))
 
 
 def write_showers(

@@ -68,6 +68,11 @@ KEEP_VOXELS_BUDGET = 2 * 2**30
 Progress = Callable[[str, float, float], None]  # (task, completed, total)
 
 
+#: The fewest showers a sample may have: below it histograms, covariances and classifier splits
+#: are meaningless (a classifier's test split would hold a handful of showers).
+MIN_SHOWERS = 50
+
+
 @dataclass
 class EvaluationOptions:
     """Settings of :func:`evaluate`."""
@@ -86,6 +91,8 @@ class EvaluationOptions:
     kpd_batch_size: int = 10_000
 
     def __post_init__(self) -> None:
+        if not self.metrics:
+            raise InputError(f"no metric selected; choose from {', '.join(METRICS)}")
         unknown = set(self.metrics) - set(METRICS)
         if unknown:
             raise InputError(f"unknown metric(s) {', '.join(sorted(unknown))}; choose from {', '.join(METRICS)}")
@@ -492,6 +499,12 @@ def evaluate(
     for f in generated.values():
         if f.geometry != g:
             raise InputError(f"geometry {f.geometry.name} differs from the reference's ({g.name})", f.paths[0])
+    need = {name: MIN_SHOWERS * (2 if opts.floor and name == "reference" else 1)
+            for name in ("reference", *generated)}
+    for name, f in {"reference": reference, **generated}.items():
+        if f.n < need[name]:
+            why = " (--floor splits it in two halves)" if need[name] > MIN_SHOWERS else ""
+            raise InputError(f"holds {f.n} showers; the evaluation needs at least {need[name]}{why}", f.paths[0])
     thr = g.readout_threshold if opts.threshold is None else float(opts.threshold)
     rng = np.random.default_rng(opts.seed)
     timing: dict[str, float] = {}

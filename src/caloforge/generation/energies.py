@@ -16,6 +16,8 @@ class IncidentEnergies:
 
     values: np.ndarray
     description: str
+    #: A warning when energies lie outside the model's training range (None: all inside).
+    warning: str | None = None
 
 
 def choose_energies(
@@ -39,7 +41,8 @@ def choose_energies(
             if n > len(energies):
                 raise InputError(f"holds {len(energies)} incident energies, fewer than --n {n}", reference.paths[0])
             energies = energies[:n]
-        return IncidentEnergies(np.asarray(energies, dtype=np.float32), f"from {reference.paths[0]}")
+        values = np.asarray(energies, dtype=np.float32)
+        return IncidentEnergies(values, f"from {reference.paths[0]}", outside_range_warning(model, values))
     if n is None or n < 1:
         raise InputError("the number of showers must be at least 1")
     if spec is None:
@@ -47,5 +50,36 @@ def choose_energies(
         if e_range is None:
             raise InputError(f"model {model.name!r} records no training energy range; give --energy SPEC")
         spec = EnergySpec("log-uniform", (float(e_range[0]), float(e_range[1])))
-    energies = spec.sample(n, np.random.default_rng([seed, 1]))
-    return IncidentEnergies(np.asarray(energies, dtype=np.float32), str(spec))
+    values = np.asarray(spec.sample(n, np.random.default_rng([seed, 1])), dtype=np.float32)
+    if not np.isfinite(values).all():
+        raise InputError(f"energy spec {spec}: energies overflow float32 (above 3.4e38 MeV)")
+    return IncidentEnergies(values, str(spec), outside_range_warning(model, values))
+
+
+def _gev(mev: float) -> str:
+    return f"{mev / 1e3:.4g} GeV"
+
+
+def outside_range_warning(model, energies: np.ndarray, tolerance: float = 0.01) -> str | None:
+    """A one-line warning when incident energies (MeV) lie outside the range the model was
+    trained on (beyond ``tolerance``, relative), where the model records that range: the model
+    then extrapolates, and nothing vouches for what it draws. None when all are inside.
+
+    >>> class M:
+    ...     def energy_range(self): return (1e3, 1e5)
+    >>> outside_range_warning(M(), np.array([2e3, 5e4])) is None
+    True
+    >>> print(outside_range_warning(M(), np.array([1e-3, 5e4, 1e7])))
+    2 of 3 incident energies (1e-06 GeV to 1e+04 GeV) lie outside the model's training range 1 GeV to 100 GeV: it extrapolates there
+    """
+    e_range = model.energy_range()
+    if e_range is None or len(energies) == 0:
+        return None
+    lo, hi = float(e_range[0]), float(e_range[1])
+    e = np.asarray(energies, dtype=np.float64)
+    out = (e < lo * (1 - tolerance)) | (e > hi * (1 + tolerance))
+    if not out.any():
+        return None
+    bad = e[out]
+    return (f"{int(out.sum()):,} of {len(e):,} incident energies ({_gev(bad.min())} to {_gev(bad.max())}) lie outside "
+            f"the model's training range {_gev(lo)} to {_gev(hi)}: it extrapolates there")

@@ -52,6 +52,9 @@ def _checked(showers: np.ndarray, n: int, n_voxels: int) -> np.ndarray:
     showers = np.asarray(showers, dtype=np.float32)
     if showers.shape != (n, n_voxels):
         raise RuntimeError(f"model returned showers of shape {showers.shape}, expected {(n, n_voxels)}")
+    if not np.isfinite(showers).all():
+        raise InputError("the model produced NaN or inf voxel energies (damaged weights, or incident energies "
+                         "far outside its training range); nothing was written")
     return showers
 
 

@@ -68,17 +68,57 @@ def save_model(model: ShowerModel, directory: str | Path, extra: dict[str, Any] 
 
 
 def read_model_json(directory: str | Path) -> dict[str, Any]:
+    """The model description ``model.json`` of a model folder, with its structure checked (a JSON
+    object naming a registered model, a config object and a geometry): a hand-edited or damaged
+    file gives an :class:`InputError` naming it."""
     directory = Path(directory)
     cfg = directory / CONFIG
     if not cfg.is_file():
         raise InputError(f"not a caloforge model folder (no {CONFIG})", directory)
     try:
-        meta = json.loads(cfg.read_text())
-    except json.JSONDecodeError as exc:
+        meta = json.loads(cfg.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"invalid JSON ({exc})", cfg) from None
+    except RecursionError:
+        raise InputError("invalid JSON (nested too deeply)", cfg) from None
+    if not isinstance(meta, dict):
+        raise InputError(f"must be a JSON object, got {type(meta).__name__}", cfg)
     if meta.get("format") != "caloforge-model":
         raise InputError("not a caloforge model description", cfg)
+    if not isinstance(meta.get("model"), str):
+        raise InputError("'model' must name a model type (a string)", cfg)
+    if meta.get("config") is not None and not isinstance(meta["config"], dict):
+        raise InputError(f"'config' must be a JSON object, got {type(meta['config']).__name__}", cfg)
+    if not isinstance(meta.get("geometry"), dict):
+        raise InputError("'geometry' must be a JSON object", cfg)
+    version = meta.get("format_version", 1)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise InputError(f"'format_version' must be an integer, got {version!r}", cfg)
     return meta
+
+
+def _geometry(meta: dict[str, Any], cfg: Path) -> Geometry:
+    try:
+        return geometry_from_json(meta["geometry"])
+    except InputError as exc:
+        raise InputError(f"'geometry': {exc.problem}", cfg) from None
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
+        raise InputError(f"'geometry' is not a valid geometry ({type(exc).__name__}: {exc})", cfg) from None
+
+
+def _check_tensors(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], weights: Path) -> None:
+    """The stored tensors have the names and shapes the model expects, and finite values."""
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        raise InputError(f"weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})", weights)
+    for k, t in expected.items():
+        if tuple(state[k].shape) != tuple(t.shape):
+            raise InputError(f"tensor {k!r} has shape {tuple(state[k].shape)}, the model's config needs "
+                             f"{tuple(t.shape)} (weights and model.json do not belong together)", weights)
+    for k, t in state.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise InputError(f"tensor {k!r} holds NaN or inf (damaged weights)", weights)
 
 
 def migrate(meta: dict[str, Any], state: dict[str, torch.Tensor], geometry: Geometry) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -113,17 +153,34 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu") -> Sho
 
     directory = resolve(directory)
     meta = read_model_json(directory)
+    cfg = directory / CONFIG
     weights = directory / WEIGHTS
     if not weights.is_file():
         raise InputError(f"model weights {WEIGHTS} missing", directory)
     try:
-        state = load_file(str(weights), device=str(device))
+        state = load_file(str(weights), device="cpu")
     except Exception as exc:  # safetensors raises its own error types
         raise InputError(f"cannot read weights ({exc})", weights) from None
-    geometry = geometry_from_json(meta["geometry"])
+    geometry = _geometry(meta, cfg)
     config, state = migrate(meta, state, geometry)
-    model = build_model(meta["model"], geometry, config)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise InputError(f"weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})", weights)
+    try:
+        # Built on the meta device first: no memory is allocated, so a config with absurd sizes
+        # is caught by the shape check below instead of exhausting memory.
+        with torch.device("meta"):
+            skeleton = build_model(meta["model"], geometry, config)
+    except InputError as exc:
+        raise InputError(exc.problem, cfg) from None
+    except Exception:  # a family that cannot be built without data: checked after the real build
+        skeleton = None
+    if skeleton is not None:
+        _check_tensors(state, skeleton.state_dict(), weights)
+    try:
+        model = build_model(meta["model"], geometry, config)
+    except InputError as exc:
+        raise InputError(exc.problem, cfg) from None
+    except (TypeError, ValueError, OverflowError, RuntimeError) as exc:
+        raise InputError(f"cannot build model {meta['model']!r} from this config ({type(exc).__name__}: {exc})",
+                         cfg) from None
+    _check_tensors(state, model.state_dict(), weights)
+    model.load_state_dict(state, strict=True)
     return model.to(device).eval()

@@ -105,10 +105,12 @@ def figure(
 
 def save_figure(fig: Any, path: str | Path) -> Path:
     """Write ``fig`` as PNG to ``path`` (parent folders created), free it and return the path."""
+    from caloforge._atomic import atomic_write
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fig.savefig(path, format="png")
+        atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))  # no half-written PNG on failure
     finally:
         fig.clear()
     return path

@@ -82,11 +82,14 @@ def load_checkpoint(directory: str | Path, device: str | torch.device = "cpu") -
         raise InputError("holds no checkpoint to resume from", directory)
     try:
         state = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise InputError(f"invalid checkpoint JSON ({exc})", path) from None
-    if state.get("format") != FORMAT:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"invalid checkpoint JSON ({exc}); the checkpoint is damaged", path) from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise InputError("not a caloforge checkpoint", path)
-    if int(state.get("format_version", 0)) > FORMAT_VERSION:
+    version = state.get("format_version", 0)
+    if not isinstance(version, int) or not isinstance(state.get("step"), int) or not isinstance(state.get("tensors"), str):
+        raise InputError("damaged checkpoint: 'format_version', 'step' or 'tensors' is missing or not of its type", path)
+    if version > FORMAT_VERSION:
         raise InputError("checkpoint written by a newer caloforge", path)
     tfile = directory / str(state.get("tensors", ""))
     if not tfile.is_file():
@@ -120,7 +123,9 @@ def unflatten_optimizer(tensors: dict[str, Tensor], meta: dict[str, Any], prefix
             idx, key = name[len(prefix) :].split(".", 1)
             state.setdefault(int(idx), {})[key] = value
     for idx, values in meta["state"].items():
-        state.setdefault(int(idx), {}).update(values)
+        if int(idx) not in state:
+            raise InputError(f"checkpoint is incomplete: the optimiser state of parameter {idx} has no tensors")
+        state[int(idx)].update(values)
     groups = []
     for g in meta["param_groups"]:
         g = dict(g)

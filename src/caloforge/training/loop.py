@@ -283,7 +283,10 @@ def _train(model: ShowerModel, train_data, val_data, info: D.DistInfo, dev: torc
                 f"checkpoint is of model {resume_state.get('model')!r} with config "
                 f"{resume_state.get('model_config')}, not {model.name!r} with {model.config}", ckpt_dir,
             )
-        _load_model_tensors(model, tensors, ckpt_dir)
+        try:
+            _load_model_tensors(model, tensors, ckpt_dir)
+        except RuntimeError as exc:  # shapes that do not fit
+            raise InputError(f"checkpoint does not fit the model ({exc})", ckpt_dir) from None
     elif isinstance(model, FittedInClosedForm):
         # A closed-form model (e.g. ``copula``) is complete once fitted: save it, no steps.
         _seed_all(seed, 0)
@@ -340,22 +343,30 @@ def _train(model: ShowerModel, train_data, val_data, info: D.DistInfo, dev: torc
     start = 0
     elapsed_before = 0.0
     if resume_state is not None:
-        start = int(resume_state["step"])
-        elapsed_before = float(resume_state.get("elapsed_s", 0.0))
-        if ema is not None:
-            if resume_state.get("ema") is None:
-                raise InputError("checkpoint holds no EMA weights but EMA is enabled", ckpt_dir)
-            ema.load({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}, resume_state["ema"]["num_updates"])
-        opt_metas = resume_state.get("optimizers") or [resume_state["optimizer"]]
-        sched_states = resume_state.get("schedulers") or [resume_state["scheduler"]]
-        if len(opt_metas) != len(optimizers):
-            raise InputError(f"checkpoint holds {len(opt_metas)} optimiser(s), the model has {len(optimizers)}", ckpt_dir)
-        for i, (opt, sched) in enumerate(zip(optimizers, schedulers, strict=True)):
-            opt.load_state_dict(unflatten_optimizer(tensors, opt_metas[i], prefix=_opt_prefix(i)))
-            sched.load_state_dict(dict(sched_states[i]))
-        if scaler is not None and resume_state.get("scaler"):
-            scaler.load_state_dict(resume_state["scaler"])
-        _restore_rng(tensors, resume_state, info, dev, seed)
+        try:  # a damaged or partial checkpoint is a bad input, not a crash
+            start = int(resume_state["step"])
+            elapsed_before = float(resume_state.get("elapsed_s", 0.0))
+            if ema is not None:
+                if resume_state.get("ema") is None:
+                    raise InputError("checkpoint holds no EMA weights but EMA is enabled", ckpt_dir)
+                ema.load({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}, resume_state["ema"]["num_updates"])
+            opt_metas = resume_state.get("optimizers") or [resume_state["optimizer"]]
+            sched_states = resume_state.get("schedulers") or [resume_state["scheduler"]]
+            if len(opt_metas) != len(optimizers):
+                raise InputError(f"checkpoint holds {len(opt_metas)} optimiser(s), the model has {len(optimizers)}", ckpt_dir)
+            for i, (opt, sched) in enumerate(zip(optimizers, schedulers, strict=True)):
+                opt.load_state_dict(unflatten_optimizer(tensors, opt_metas[i], prefix=_opt_prefix(i)))
+                sched.load_state_dict(dict(sched_states[i]))
+            if scaler is not None and resume_state.get("scaler"):
+                scaler.load_state_dict(resume_state["scaler"])
+            _restore_rng(tensors, resume_state, info, dev, seed)
+        except InputError:
+            raise
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+            raise InputError(
+                f"checkpoint is damaged or incomplete ({type(exc).__name__}: {exc}); restore it, or start the "
+                "run again in a new folder", ckpt_dir,
+            ) from None
         old = resume_state.get("training", {})
         for key in ("seed", "batch_size"):
             if key in old and old[key] != o[key]:
