@@ -124,3 +124,16 @@ def test_evaluate_prdc_and_multiclass_with_floor(files, tmp_path):
     report = (out / "report.html").read_text()
     assert "Precision, recall, density, coverage" in report and "Multiclass classifier" in report
     assert "multiclass" in r.output and "coverage" in r.output
+
+
+def test_multiclass_sample_named_reference_keeps_its_own_class(files, tmp_path):
+    out = tmp_path / "out"
+    r = runner.invoke(app, [
+        "evaluate", str(files / "ref.h5"), str(files / "scaled.h5"), "-o", str(out), "--names", "reference",
+        "--metrics", "multiclass", "--cls-epochs", "2", "--cls-width", "16", "--cls-depth", "1", "--no-plots",
+        "--threads", "1",
+    ])
+    assert r.exit_code == 0, r.output
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["multiclass"]["classes"] == ["reference", "reference (sample)"]
+    assert m["generated"][0]["multiclass_log_posterior"] == m["multiclass"]["log_posterior"]["reference (sample)"]

@@ -455,15 +455,23 @@ def _caveats(prefix: str, res: dict, max_epochs: int) -> list[str]:
 FLOOR_CLASS = "floor: reference half B"
 
 
+def multiclass_key(name: str) -> str:
+    """A sample's class name in the multiclass results (``NAME (sample)`` if it is taken)."""
+    return f"{name} (sample)" if name in ("reference", FLOOR_CLASS) else name
+
+
 def _multiclass(ref: ShowerFeatures, samples: dict[str, ShowerFeatures], half: np.ndarray | None,
                 options: EvaluationOptions, progress: Progress | None) -> dict:
     """The multiclass test over the reference and every sample (high-level inputs). With the
     floor (``half`` given), the reference's half A is the reference class and its half B one
-    more class, whose log-posterior is the floor: a sample drawn exactly like the reference."""
+    more class, whose log-posterior is the floor: a sample drawn exactly like the reference.
+    Samples named like those classes are listed as ``NAME (sample)``."""
     if half is None:
-        classes = {"reference": ref, **samples}
+        classes = {"reference": ref}
     else:
-        classes = {"reference": ref.select(half), FLOOR_CLASS: ref.select(~half), **samples}
+        classes = {"reference": ref.select(half), FLOOR_CLASS: ref.select(~half)}
+    for name, f in samples.items():
+        classes[multiclass_key(name)] = f
     cfg = options.classifier
     task = "multiclass classifier (high-level)"
 
@@ -632,7 +640,7 @@ def evaluate(
         t = time.perf_counter()
         multiclass = _multiclass(ref.features, {n: s.features for n, s in samples.items()}, half, opts, progress)
         for block in blocks:
-            block["multiclass_log_posterior"] = multiclass["log_posterior"][block["name"]]
+            block["multiclass_log_posterior"] = multiclass["log_posterior"][multiclass_key(block["name"])]
         if floor is not None:
             floor["multiclass_log_posterior"] = multiclass["log_posterior"][FLOOR_CLASS]
         notes.extend(_caveats("multiclass", {"multiclass": multiclass}, opts.classifier.max_epochs))
