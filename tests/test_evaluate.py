@@ -96,3 +96,44 @@ def test_evaluate_bad_inputs(files, tmp_path):
                             "--metrics", "hist,magic"])
     assert r.exit_code == 2 and "magic" in r.output
     assert not (out / "metrics.json").exists()
+
+
+def test_evaluate_prdc_and_multiclass_with_floor(files, tmp_path):
+    out = tmp_path / "out"
+    r = runner.invoke(app, [
+        "evaluate", str(files / "ref.h5"), str(files / "same.h5"), str(files / "scaled.h5"), "-o", str(out),
+        "--metrics", "prdc,multiclass", "--floor", "--cls-epochs", "20", "--cls-width", "64", "--cls-depth", "2",
+        "--cls-batch-size", "100", "--no-plots", "--threads", "1",
+    ])
+    assert r.exit_code == 0, r.output
+    m = json.loads((out / "metrics.json").read_text())
+    same, scaled = m["generated"]
+    for block in (same, scaled, m["floor"]):
+        assert set(block["prdc"]) >= {"precision", "recall", "density", "coverage", "nearest_k"}
+        assert "multiclass_log_posterior" in block
+    assert same["prdc"]["coverage"] > scaled["prdc"]["coverage"] + 0.3
+    assert same["prdc"]["precision"] > scaled["prdc"]["precision"] + 0.3
+    mc = m["multiclass"]
+    assert mc["classes"] == ["reference", "floor: reference half B", "same", "scaled"]
+    assert mc["chance"] == pytest.approx(np.log(1 / 4))
+    # the mis-scaled sample takes the least posterior of the reference's showers; the others near chance
+    lp = mc["log_posterior"]
+    assert scaled["multiclass_log_posterior"] < min(v for k, v in lp.items() if k != "scaled") - 0.03
+    assert max(abs(v - mc["chance"]) for k, v in lp.items() if k != "scaled") < 0.05
+    assert m["floor"]["multiclass_log_posterior"] == mc["log_posterior"]["floor: reference half B"]
+    report = (out / "report.html").read_text()
+    assert "Precision, recall, density, coverage" in report and "Multiclass classifier" in report
+    assert "multiclass" in r.output and "coverage" in r.output
+
+
+def test_multiclass_sample_named_reference_keeps_its_own_class(files, tmp_path):
+    out = tmp_path / "out"
+    r = runner.invoke(app, [
+        "evaluate", str(files / "ref.h5"), str(files / "scaled.h5"), "-o", str(out), "--names", "reference",
+        "--metrics", "multiclass", "--cls-epochs", "2", "--cls-width", "16", "--cls-depth", "1", "--no-plots",
+        "--threads", "1",
+    ])
+    assert r.exit_code == 0, r.output
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["multiclass"]["classes"] == ["reference", "reference (sample)"]
+    assert m["generated"][0]["multiclass_log_posterior"] == m["multiclass"]["log_posterior"]["reference (sample)"]

@@ -252,6 +252,57 @@ def test_fpd_small_sample_adapts_and_says_so(rng):
         fpd(x[:, :2], y)
 
 
+def test_fast_frechet_equals_scipy_sqrtm(rng):
+    """The eigenvalue route to Tr(sqrt(C1 C2)) equals scipy.linalg.sqrtm's trace on random
+    positive-definite covariances, and falls back to it (jetnet's regularisation) on singular ones."""
+    from scipy import linalg
+
+    from caloforge.evaluation.distances import frechet_distance_fast, trace_sqrt_product
+
+    for d in (3, 40, 120):
+        a, b = rng.normal(size=(4 * d, d)), rng.normal(size=(4 * d, d)) * rng.uniform(0.5, 2, d)
+        c1, c2 = np.cov(a, rowvar=False), np.cov(b @ rng.normal(size=(d, d)), rowvar=False)
+        slow = np.trace(linalg.sqrtm(c1 @ c2).real)
+        assert trace_sqrt_product(c1, c2) == pytest.approx(slow, rel=1e-9)
+        mu1, mu2 = a.mean(0), b.mean(0)
+        assert frechet_distance_fast(mu1, c1, mu2, c2) == pytest.approx(frechet_distance(mu1, c1, mu2, c2), rel=1e-9)
+    singular = np.diag([1.0, 2.0, 0.0])
+    assert trace_sqrt_product(singular, np.eye(3)) is None
+    m = np.zeros(3)
+    assert frechet_distance_fast(m, singular, m, np.eye(3)) == frechet_distance(m, singular, m, np.eye(3))
+
+
+def test_resampled_moments_equal_gathered_batches(rng):
+    from caloforge.evaluation.distances import _mean_cov, _ResampledMoments
+
+    x = rng.normal(size=(500, 6)) * np.arange(1, 7) + 50.0  # large offset: centring matters
+    moments = _ResampledMoments(x, 400)
+    for size in (50, 400):
+        idx = rng.choice(len(x), size=size)
+        mu, cov = moments(idx)
+        mu_ref, cov_ref = _mean_cov(x[idx])
+        np.testing.assert_allclose(mu, mu_ref, rtol=1e-12)
+        np.testing.assert_allclose(cov, cov_ref, rtol=1e-10, atol=1e-12 * np.abs(cov_ref).max())
+
+
+def test_fast_fpd_equals_jetnet_computation(rng):
+    """fpd's default path (draw counts, eigenvalues) against the gathered-batch, scipy.linalg.sqrtm
+    computation of jetnet on the same draws: every batch-size mean to 1e-9, the fitted value to 1e-6
+    (curve_fit's own tolerance is ~1e-8)."""
+    d = 30
+    mix = rng.normal(size=(d, d)) / np.sqrt(d)
+    x, y = rng.normal(size=(3000, d)) @ mix, (rng.normal(size=(3000, d)) * 1.05 + 0.02) @ mix
+    kw = dict(min_samples=800, max_samples=3000, num_batches=4, num_points=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SampleSizeWarning)
+        fast, slow = fpd(x, y, **kw), fpd(x, y, method="sqrtm", **kw)
+    np.testing.assert_allclose(fast.settings["means"], slow.settings["means"], rtol=1e-9)
+    assert fast.value == pytest.approx(slow.value, rel=1e-6)
+    assert fast.error == pytest.approx(slow.error, rel=1e-4)
+    with pytest.raises(ValueError, match="method"):
+        fpd(x, y, method="svd", **kw)
+
+
 def test_mmd_blocks_match_full_matrices(rng):
     x, y = rng.normal(size=(157, 6)), rng.normal(0.2, 1.0, size=(157, 6))
     g = 1 / 6

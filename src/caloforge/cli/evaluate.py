@@ -27,7 +27,8 @@ def evaluate(
     dataset: str = typer.Option(None, "--dataset", "-d", help="Geometry (ds1-photons, ds1-pions, ds2, ds3); "
                                 "default: recognised from the voxel count."),
     metrics: str = typer.Option("hist,fpd,kpd,cls-low,cls-high", "--metrics", "-m",
-                                help="Comma-separated subset of hist,fpd,kpd,cls-low,cls-high."),
+                                help="Comma-separated subset of hist,fpd,kpd,cls-low,cls-high,prdc,multiclass,cnn "
+                                "(multiclass: one classifier over the reference and every sample given)."),
     floor: bool = typer.Option(False, "--floor", help="Also compare two halves of the reference: its noise floor (Geant4 vs Geant4 when the "
                            "reference file's provenance says Geant4)."),
     fast: bool = typer.Option(False, "--fast", help="Classifier: at most 25 epochs with early stopping "
@@ -38,6 +39,12 @@ def evaluate(
     cls_batch_size: int = typer.Option(None, "--cls-batch-size", help="Override the classifier's batch size (official 1000)."),
     cls_max_showers: int = typer.Option(None, "--cls-max-showers", help="Use at most this many showers per "
                                         "sample in the low-level classifier."),
+    device: str = typer.Option(None, "--device", help="Where the classifiers train: cpu, cuda, cuda:1, ... "
+                               "(default: cuda when available, else cpu)."),
+    cnn_depth: int = typer.Option(None, "--cnn-depth", help="Depth of the ResNet classifier (--metrics cnn): "
+                                  "18 (official), 10 or 34."),
+    prdc_inputs: str = typer.Option("high-level", "--prdc-inputs", help="PRDC on 'high-level' features "
+                                    "(standardised) or on 'voxels' (log10 energies, as the official evaluate.py)."),
     threshold: float = typer.Option(None, "--threshold", help="Readout threshold in MeV (default: the dataset's, "
                                    "as the official min_energy); histogram edges keep the official min_energy."),
     seed: int = typer.Option(0, "--seed", help="Seed of splits, batches and classifier training."),
@@ -74,7 +81,7 @@ def evaluate(
         gens[str(name)] = f
     cfg = ClassifierConfig.fast() if fast else ClassifierConfig.official()
     overrides: dict[str, Any] = {"max_epochs": cls_epochs, "hidden_units": cls_width, "hidden_layers": cls_depth,
-                 "batch_size": cls_batch_size}
+                 "batch_size": cls_batch_size, "device": device}
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if overrides:
         from dataclasses import replace
@@ -83,9 +90,29 @@ def evaluate(
             cfg = replace(cfg, **overrides)
         except ValueError as exc:
             raise InputError(f"classifier settings: {exc}") from None
+    if device is not None:
+        import torch
+
+        try:
+            dev = torch.device(device)
+        except RuntimeError as exc:
+            raise InputError(f"--device {device}: {exc}") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise InputError(f"--device {device}: CUDA is not available on this machine")
+    from caloforge.evaluation.prdc import PRDCConfig
+    from caloforge.evaluation.resnet import ResNetConfig
+
+    if prdc_inputs not in ("high-level", "voxels"):
+        raise InputError(f"--prdc-inputs must be 'high-level' or 'voxels', not {prdc_inputs!r}")
+    prdc = PRDCConfig.voxels() if prdc_inputs == "voxels" else PRDCConfig.official()
+
+    try:
+        resnet = ResNetConfig.official() if cnn_depth is None else ResNetConfig.official(depth=cnn_depth)
+    except ValueError as exc:
+        raise InputError(f"--cnn-depth: {exc}") from None
     opts = EvaluationOptions(
         metrics=tuple(m.strip() for m in metrics.split(",") if m.strip()), floor=floor, classifier=cfg,
-        cls_max_showers=cls_max_showers, seed=seed, threshold=threshold,
+        cls_max_showers=cls_max_showers, seed=seed, threshold=threshold, resnet=resnet, prdc=prdc,
     )
     output.mkdir(parents=True, exist_ok=True)
     with progress_bar() as bar:
@@ -151,11 +178,20 @@ def _print_summary(results: dict) -> None:
         return f"{d[key]:.4f}"
 
     rows = [("AUC low-level", "cls_low", "auc"), ("AUC high-level", "cls_high", "auc"),
-            ("FPD x1e3", "fpd", "value"), ("KPD x1e3", "kpd", "value")]
+            ("AUC ResNet (voxels)", "cls_cnn", "auc"),
+            ("FPD x1e3", "fpd", "value"), ("KPD x1e3", "kpd", "value"), ("precision", "prdc", "precision"),
+            ("recall", "prdc", "recall"), ("density", "prdc", "density"), ("coverage", "prdc", "coverage")]
     for label, key, sub in rows:
         if any(key in b for b in results["generated"]):
             cells = [fmt(b.get(key), sub) for b in results["generated"]]
             t.add_row(label, *cells, *( [fmt(floor.get(key), sub)] if floor else []))
+    if any("multiclass_log_posterior" in b for b in results["generated"]):
+        def lp(d):
+            v = (d or {}).get("multiclass_log_posterior")
+            return "–" if v is None else f"{v:.3f}"
+        chance = (results.get("multiclass") or {}).get("chance")
+        t.add_row(f"multiclass log-posterior (chance {chance:.3f})" if chance is not None else "multiclass log-posterior",
+                  *[lp(b) for b in results["generated"]], *([lp(floor)] if floor else []))
     import numpy as np
 
     def sep_mean(b, k):

@@ -145,14 +145,16 @@ class ClassifierResult:
 
 
 # ------------------------------------------------------------------------------------ network
-def build_mlp(input_dim: int, hidden_layers: int, hidden_units: int, dropout: float = 0.0) -> torch.nn.Sequential:
-    """The official classifier DNN: hidden Linear+LeakyReLU(+Dropout) blocks, one logit out."""
+def build_mlp(input_dim: int, hidden_layers: int, hidden_units: int, dropout: float = 0.0,
+              outputs: int = 1) -> torch.nn.Sequential:
+    """The official classifier DNN: hidden Linear+LeakyReLU(+Dropout) blocks, one logit out
+    (``outputs`` logits for the multiclass test)."""
     layers: list[torch.nn.Module] = []
     width = input_dim
     for _ in range(hidden_layers):
         layers += [torch.nn.Linear(width, hidden_units), torch.nn.LeakyReLU(), torch.nn.Dropout(dropout)]
         width = hidden_units
-    layers.append(torch.nn.Linear(width, 1))
+    layers.append(torch.nn.Linear(width, outputs))
     return torch.nn.Sequential(*layers)
 
 
@@ -197,12 +199,13 @@ def _split_indices(n_ref: int, n_gen: int, split, rng: np.random.Generator):
 
 
 @torch.inference_mode()
-def _logits(model, data: _Data, idx: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray]:
+def _logits(model, data: _Data | _MultiData, idx: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray]:
     model.eval()
     out, lab = [], []
     for a in range(0, len(idx), batch):
         x, y = data.batch(idx[a : a + batch])
-        out.append(model(x).reshape(-1).float().cpu())
+        o = model(x).float().cpu()
+        out.append(o.reshape(-1) if o.shape[-1] == 1 else o)  # binary: one logit per row
         lab.append(y.cpu())
     return torch.cat(out).numpy(), torch.cat(lab).numpy()
 
@@ -246,6 +249,68 @@ def _as_float32(x, name: str) -> np.ndarray:
     return a
 
 
+# ------------------------------------------------------------------------------------ training
+def _fit(
+    make_model: Callable[[], torch.nn.Module],
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    accuracy: Callable[[np.ndarray, np.ndarray], float],
+    data,
+    train: np.ndarray,
+    test: np.ndarray,
+    cfg,
+    device: torch.device,
+    rng: np.random.Generator,
+    seed: int,
+    t0: float,
+    progress: Callable[[dict], None] | None,
+    on_batch: Callable[[float], None] | None,
+):
+    """The training loop of the official protocol, shared by every classifier test: Adam,
+    shuffled batches of ``cfg.batch_size``, after every epoch the accuracy on the test split,
+    the best epoch's weights kept (stop at accuracy 1 or after ``cfg.patience`` epochs without
+    a better one). ``loss_fn(model(x), y)``; ``accuracy(test logits, test labels)``.
+    Returns (model, best state, best epoch, best accuracy, epochs run, history)."""
+    fork_devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=fork_devices):
+        torch.manual_seed(seed)
+        model = make_model().to(device)
+        optim = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+        best_acc, best_epoch, best_state = -math.inf, 0, None
+        history: list[dict] = []
+        epochs_run = 0
+        for epoch in range(1, cfg.max_epochs + 1):
+            model.train()
+            order = train[rng.permutation(len(train))]
+            total, count = 0.0, 0
+            for a in range(0, len(order), cfg.batch_size):
+                x, y = data.batch(order[a : a + cfg.batch_size])
+                out = model(x)
+                loss = loss_fn(out.reshape(-1) if out.shape[-1] == 1 else out, y)
+                optim.zero_grad(set_to_none=True)
+                loss.backward()
+                optim.step()
+                total += float(loss.detach()) * len(y)
+                count += len(y)
+                if on_batch is not None:
+                    on_batch(epoch - 1 + min(a + cfg.batch_size, len(order)) / len(order))
+            logits, y_test = _logits(model, data, test, cfg.eval_batch_size)
+            acc = accuracy(logits, y_test)
+            epochs_run = epoch
+            if acc > best_acc:
+                best_acc, best_epoch = acc, epoch
+                best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+            info = {"epoch": epoch, "max_epochs": cfg.max_epochs, "train_loss": total / max(count, 1),
+                    "test_accuracy": acc, "best_epoch": best_epoch, "seconds": time.perf_counter() - t0}
+            history.append(info)
+            if progress is not None:
+                progress(info)
+            if acc == 1.0:
+                break
+            if cfg.patience is not None and epoch - best_epoch >= cfg.patience:
+                break
+    return model, best_state, best_epoch, best_acc, epochs_run, history
+
+
 # --------------------------------------------------------------------------------------- test
 def classifier_test(
     reference_X,
@@ -254,9 +319,14 @@ def classifier_test(
     seed: int = 0,
     progress: Callable[[dict], None] | None = None,
     on_batch: Callable[[float], None] | None = None,
+    build: Callable[[int], torch.nn.Module] | None = None,
 ) -> ClassifierResult:
     """Train the classifier of the official protocol on ``reference_X`` vs ``generated_X``
     ((N, features) arrays, ideally float32) and return its calibrated validation AUC and JSD.
+
+    ``build(n_features)`` makes the network (one logit out); default the official MLP of
+    ``config`` (:func:`build_mlp`); the ResNet classifier passes
+    :func:`~caloforge.evaluation.resnet.build_resnet`.
 
     ``progress`` is called after every epoch with a dict (epoch, max_epochs, train_loss,
     test_accuracy, best_epoch, seconds); ``on_batch`` after every training batch with the epochs
@@ -278,44 +348,11 @@ def classifier_test(
     if min(len(train), len(test), len(val)) < 2:
         raise ValueError(f"samples too small for the classifier test ({len(ref)} and {len(gen)} rows)")
 
-    fork_devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=fork_devices):
-        torch.manual_seed(seed)
-        model = build_mlp(ref.shape[1], cfg.hidden_layers, cfg.hidden_units, cfg.dropout).to(device)
-        optim = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
-        loss_fn = torch.nn.BCEWithLogitsLoss()
-        best_acc, best_epoch, best_state = -math.inf, 0, None
-        history: list[dict] = []
-        epochs_run = 0
-        for epoch in range(1, cfg.max_epochs + 1):
-            model.train()
-            order = train[rng.permutation(len(train))]
-            total, count = 0.0, 0
-            for a in range(0, len(order), cfg.batch_size):
-                x, y = data.batch(order[a : a + cfg.batch_size])
-                loss = loss_fn(model(x).reshape(-1), y)
-                optim.zero_grad(set_to_none=True)
-                loss.backward()
-                optim.step()
-                total += float(loss.detach()) * len(y)
-                count += len(y)
-                if on_batch is not None:
-                    on_batch(epoch - 1 + min(a + cfg.batch_size, len(order)) / len(order))
-            logits, y_test = _logits(model, data, test, cfg.eval_batch_size)
-            acc = _accuracy(_sigmoid64(logits), y_test)
-            epochs_run = epoch
-            if acc > best_acc:
-                best_acc, best_epoch = acc, epoch
-                best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
-            info = {"epoch": epoch, "max_epochs": cfg.max_epochs, "train_loss": total / max(count, 1),
-                    "test_accuracy": acc, "best_epoch": best_epoch, "seconds": time.perf_counter() - t0}
-            history.append(info)
-            if progress is not None:
-                progress(info)
-            if acc == 1.0:
-                break
-            if cfg.patience is not None and epoch - best_epoch >= cfg.patience:
-                break
+    model, best_state, best_epoch, best_acc, epochs_run, history = _fit(
+        (lambda: build(ref.shape[1])) if build is not None
+        else (lambda: build_mlp(ref.shape[1], cfg.hidden_layers, cfg.hidden_units, cfg.dropout)),
+        torch.nn.BCEWithLogitsLoss(), lambda logits, y: _accuracy(_sigmoid64(logits), y),
+        data, train, test, cfg, device, rng, seed, t0, progress, on_batch)
 
     if best_state is None:  # unreachable: max_epochs >= 1 and the first epoch's accuracy beats -inf
         raise RuntimeError("classifier test: no epoch was evaluated")
@@ -338,6 +375,131 @@ def classifier_test(
         epochs_run=epochs_run,
         auc_uncalibrated=float(roc_auc_score(y_val, p_val)),
         test_accuracy=best_acc,
+        device=str(device),
+        history=history,
+    )
+
+
+# ---------------------------------------------------------------------------------- multiclass
+@dataclass
+class MulticlassResult:
+    """Outcome of :func:`multiclass_test`.
+
+    ``log_posterior[c]``: the mean over the reference's (class 0's) validation showers of
+    ``log p(c | x)``, the classifier's posterior of class ``c``; ``chance`` = ``log(1 / k)``, what
+    every class gets when all samples are drawn like the reference. A sample closer to the
+    reference takes a larger share of the reference showers' posterior (a larger, less negative
+    value); one the classifier tells apart gets a very negative value.
+    """
+
+    log_posterior: list[float]
+    chance: float
+    accuracy: float
+    best_epoch: int
+    epochs_run: int
+    n_train: int
+    n_test: int
+    n_val: int
+    seconds: float
+    device: str = "cpu"
+    history: list[dict] = field(default_factory=list)
+
+
+class _MultiData:
+    """k float32 sources addressed by one index space: index i belongs to the class c with
+    ``offsets[c] <= i < offsets[c + 1]`` (label c)."""
+
+    def __init__(self, arrays: list[np.ndarray], device: torch.device, on_device: bool):
+        self.offsets = np.concatenate([[0], np.cumsum([len(a) for a in arrays])])
+        self.device = device
+        self.arrays = [torch.from_numpy(a).to(device) if on_device else torch.from_numpy(a) for a in arrays]
+
+    def batch(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        label = np.searchsorted(self.offsets, idx, side="right") - 1
+        parts, labels = [], []
+        for c, src in enumerate(self.arrays):
+            rows = idx[label == c] - self.offsets[c]
+            if len(rows):
+                parts.append(src.index_select(0, torch.from_numpy(rows).to(src.device)))
+                labels.append(torch.full((len(rows),), c, dtype=torch.long))
+        x = torch.cat(parts) if len(parts) > 1 else parts[0]
+        return x.to(self.device, non_blocking=True), torch.cat(labels).to(self.device)
+
+
+def _split_multi(sizes: list[int], split, rng: np.random.Generator) -> list[np.ndarray]:
+    """Equal class sizes (each class cut to the smallest, a random subset), each class split
+    ``split`` into train/test/validation, classes merged and shuffled (as the binary test)."""
+    n = min(sizes)
+    offsets = np.concatenate([[0], np.cumsum(sizes)])
+    perms = [rng.permutation(size)[:n] + offsets[c] for c, size in enumerate(sizes)]
+    cuts = (n * np.asarray(split, dtype=np.float64)).astype(int).cumsum()
+    parts = []
+    for lo, hi in ((0, cuts[0]), (cuts[0], cuts[1]), (cuts[1], n)):
+        idx = np.concatenate([p[lo:hi] for p in perms])
+        parts.append(idx[rng.permutation(len(idx))])
+    return parts
+
+
+def multiclass_test(
+    samples,
+    config: ClassifierConfig | None = None,
+    seed: int = 0,
+    progress: Callable[[dict], None] | None = None,
+    on_batch: Callable[[float], None] | None = None,
+) -> MulticlassResult:
+    """One classifier over several samples at once (``samples[0]`` the reference, e.g. Geant4,
+    then every generated sample), scored by the mean log-posterior of each sample's class on the
+    reference's showers (the multiclass metric of the CaloChallenge paper).
+
+    The protocol of :func:`classifier_test` with k classes: equal class sizes, 60/20/20 split,
+    the official MLP with k outputs (softmax, cross-entropy), Adam, the epoch with the best test
+    accuracy kept; the log-posteriors are those of its softmax (float64) on the validation split's
+    reference showers, without calibration.
+
+    References:
+        Krause et al., "CaloChallenge 2022: A Community Challenge for Fast Calorimeter
+        Simulation", arXiv:2410.21611 (multiclass classifier, log-posterior on Geant4).
+    """
+    cfg = config or ClassifierConfig.official()
+    t0 = time.perf_counter()
+    arrays = [_as_float32(x, f"samples[{i}]") for i, x in enumerate(samples)]
+    k = len(arrays)
+    if k < 2:
+        raise ValueError("the multiclass test needs the reference and at least one sample")
+    if len({a.shape[1] for a in arrays}) != 1:
+        raise ValueError(f"feature counts differ: {[a.shape[1] for a in arrays]}")
+    device = _resolve_device(cfg)
+    on_device = cfg.data_on_device
+    if on_device is None:
+        on_device = device.type == "cuda" and _fits_on_device(device, sum(a.nbytes for a in arrays))
+    data = _MultiData(arrays, device, bool(on_device))
+    rng = np.random.default_rng(seed)
+    train, test, val = _split_multi([len(a) for a in arrays], cfg.split, rng)
+    if min(len(train), len(test), len(val)) < 2 * k:
+        raise ValueError(f"samples too small for the multiclass test ({[len(a) for a in arrays]} rows)")
+
+    def accuracy(logits: np.ndarray, y: np.ndarray) -> float:
+        return float(np.mean(np.argmax(logits, axis=1) == y))
+
+    model, best_state, best_epoch, _, epochs_run, history = _fit(
+        lambda: build_mlp(arrays[0].shape[1], cfg.hidden_layers, cfg.hidden_units, cfg.dropout, outputs=k),
+        torch.nn.CrossEntropyLoss(), accuracy, data, train, test, cfg, device, rng, seed, t0, progress, on_batch)
+    if best_state is None:  # unreachable: max_epochs >= 1
+        raise RuntimeError("multiclass test: no epoch was evaluated")
+    model.load_state_dict(best_state)
+    logits, y = _logits(model, data, val, cfg.eval_batch_size)
+    log_post = torch.log_softmax(torch.from_numpy(logits.astype(np.float64)), dim=1).numpy()
+    on_reference = log_post[y == 0]
+    return MulticlassResult(
+        log_posterior=[float(v) for v in on_reference.mean(axis=0)],
+        chance=float(-math.log(k)),
+        accuracy=accuracy(logits, y),
+        best_epoch=best_epoch,
+        epochs_run=epochs_run,
+        n_train=len(train),
+        n_test=len(test),
+        n_val=len(val),
+        seconds=time.perf_counter() - t0,
         device=str(device),
         history=history,
     )

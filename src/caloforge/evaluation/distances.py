@@ -30,6 +30,12 @@ full batch sizes regardless; here, by default, the batch sizes shrink to what th
 KPD: ``batch_size`` becomes the smaller sample size) and the result says so in ``.note`` and a
 :class:`SampleSizeWarning`. ``adapt_to_sample_size=False`` reproduces jetnet exactly.
 
+FPD is computed in float64 without gathering batches or general matrix square roots: each
+batch's mean and covariance come from how often each row was drawn (one symmetric product over
+the distinct rows), and ``Tr(sqrt(C1 C2))`` from the eigenvalues of the symmetric ``L^T C2 L``
+(``C1 = L L^T``); ``fpd(..., method="sqrtm")`` keeps jetnet's computation, and the two agree to
+round-off (``tests/test_metrics.py``).
+
 KPD is computed in float64 in blocks of rows, using the symmetry of the within-sample kernel
 matrices, so that memory stays at ``block_rows * batch_size`` doubles (jetnet holds three full
 ``batch_size^2`` matrices, 2.4 GB at 10,000).
@@ -146,6 +152,76 @@ def _mean_cov(sample: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mu, cov
 
 
+class _ResampledMoments:
+    """Mean and unbiased covariance of rows drawn with replacement, from the draw counts.
+
+    A batch ``x[idx]`` of ``len(idx)`` rows drawn with replacement holds each distinct row ``u``
+    ``w_u`` times; its mean is ``sum_u w_u x_u / len(idx)`` and its covariance
+    ``sum_u w_u (x_u - mu)(x_u - mu)^T / (len(idx) - 1)``: the numbers of :func:`_mean_cov` of
+    the gathered batch up to round-off (summation order). Work shared between batches: the
+    sample is centred once on its own mean (so the per-batch correction ``len(idx) m m^T`` of the
+    batch's small mean offset ``m`` costs no precision); per batch only the distinct rows are
+    gathered (a batch of 50,000 of 100,000 holds ~39,000) into one reused buffer, the rows drawn
+    more than once scaled by ``sqrt(w_u)``, and multiplied with one symmetric product.
+    """
+
+    def __init__(self, x: np.ndarray, max_rows: int):
+        self.offset = x.mean(axis=0)
+        self.x = x - self.offset
+        self.buf = np.empty((min(max_rows, len(x)), x.shape[1]), dtype=np.float64)
+
+    def __call__(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        n = len(idx)
+        counts = np.bincount(idx, minlength=len(self.x))
+        once, more = np.flatnonzero(counts == 1), np.flatnonzero(counts > 1)
+        rows = np.concatenate([once, more])
+        c = self.buf[: len(rows)]
+        np.take(self.x, rows, axis=0, out=c)
+        w = counts[more].astype(np.float64)
+        m = (c[: len(once)].sum(axis=0) + w @ c[len(once):]) / n  # batch mean of the centred rows
+        c[len(once):] *= np.sqrt(w)[:, None]
+        cov = c.T @ c
+        cov -= n * np.outer(m, m)
+        cov /= n - 1
+        return self.offset + m, cov
+
+
+def trace_sqrt_product(cov1: np.ndarray, cov2: np.ndarray) -> float | None:
+    """``Tr(sqrt(cov1 cov2))`` of two positive-definite covariance matrices, from eigenvalues.
+
+    With the Cholesky factor ``cov1 = L L^T``, ``cov1 cov2`` is similar to the symmetric
+    positive-definite ``L^T cov2 L``, so the eigenvalues of the product are those of a
+    symmetric matrix (``eigvalsh``, float64) and the trace of its square root is the sum of
+    their square roots: no general matrix square root (Schur form, complex arithmetic) is
+    needed. Returns None when either matrix is not numerically positive definite (Cholesky
+    fails): there the matrix square root may not exist and :func:`frechet_distance` takes
+    jetnet's regularised path.
+    """
+    try:
+        low1 = np.linalg.cholesky(cov1)
+        np.linalg.cholesky(cov2)
+    except np.linalg.LinAlgError:
+        return None
+    m = low1.T @ cov2 @ low1
+    m += m.T
+    m *= 0.5
+    eig = np.linalg.eigvalsh(m)
+    return float(np.sqrt(np.clip(eig, 0.0, None)).sum())
+
+
+def frechet_distance_fast(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: np.ndarray) -> float:
+    """:func:`frechet_distance` with the trace of the matrix square root from
+    :func:`trace_sqrt_product` (about 4x faster at 362 features); falls back to
+    :func:`frechet_distance` (``scipy.linalg.sqrtm``, jetnet's regularisation) when a covariance
+    is not positive definite. Equal to :func:`frechet_distance` to round-off (tested to 1e-9
+    relative)."""
+    tr = trace_sqrt_product(cov1, cov2)
+    if tr is None:
+        return frechet_distance(mu1, cov1, mu2, cov2)
+    diff = mu1 - mu2
+    return float(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2.0 * tr)
+
+
 def fpd_batch_sizes(min_samples: int, max_samples: int, num_points: int) -> np.ndarray:
     """The batch sizes of FPD: evenly spaced in 1/N, truncated to int32 as jetnet."""
     return (1.0 / np.linspace(1.0 / min_samples, 1.0 / max_samples, num_points)).astype("int32")
@@ -190,10 +266,15 @@ def fpd(
     normalise: bool = True,
     seed: int = 42,
     adapt_to_sample_size: bool = True,
+    method: str = "eigh",
 ) -> DistanceResult:
     """Fréchet physics distance between two (samples, features) arrays: ``(value, error)``.
 
     See the module documentation for the definition and the handling of small samples.
+    ``method``: ``"eigh"`` (default; batch moments from draw counts and the trace of the matrix
+    square root from a symmetric eigenproblem, :func:`frechet_distance_fast`) or ``"sqrtm"``
+    (gathered batches and ``scipy.linalg.sqrtm``, jetnet's computation); both draw the same
+    batches and agree to round-off.
     """
     if not 0 < min_samples <= max_samples:
         raise ValueError("need 0 < min_samples <= max_samples")
@@ -209,14 +290,19 @@ def fpd(
     batches = fpd_batch_sizes(sizes.min_samples, sizes.max_samples, num_points)
     rng = np.random.default_rng(seed)
     vals = []
+    if method == "eigh":
+        moments_x, moments_y = _ResampledMoments(x, int(batches.max())), _ResampledMoments(y, int(batches.max()))
+    elif method != "sqrtm":
+        raise ValueError(f"method must be 'eigh' or 'sqrtm', got {method!r}")
     for bs in batches:
         points = []
         for _ in range(num_batches):
-            i1 = rng.choice(len(x), size=bs)
+            i1 = rng.choice(len(x), size=bs)  # the draws of jetnet: real indices, then generated
             i2 = rng.choice(len(y), size=bs)
-            mu1, c1 = _mean_cov(x[i1])
-            mu2, c2 = _mean_cov(y[i2])
-            points.append(frechet_distance(mu1, c1, mu2, c2))
+            if method == "eigh":
+                points.append(frechet_distance_fast(*moments_x(i1), *moments_y(i2)))
+            else:  # the reference computation: gathered batches, scipy.linalg.sqrtm (as jetnet)
+                points.append(frechet_distance(*_mean_cov(x[i1]), *_mean_cov(y[i2])))
         vals.append(np.mean(points))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # OptimizeWarning when the covariance cannot be estimated
@@ -231,34 +317,35 @@ def fpd(
     return DistanceResult(params[0], np.sqrt(np.diag(covs)[0]), sizes.note, settings)
 
 
-def _kernel_sum(a: np.ndarray, b: np.ndarray | None, gamma: float, degree: int, block_rows: int, buf: np.ndarray) -> float:
-    """Sum of ``(a_i . b_j * gamma + 1)^degree`` over all pairs; b=None means b=a, using symmetry
-    (each off-diagonal block once, doubled)."""
+def _kernel_sum(a: np.ndarray, b: np.ndarray | None, degree: int, block_rows: int, buf: np.ndarray) -> float:
+    """Sum of ``(a_i . b_j)^degree`` over all pairs of rows of the augmented samples (each row
+    ``[x sqrt(gamma), 1]``, so that ``a_i . b_j = gamma x_i . y_j + 1``); b=None means b=a, using
+    symmetry (each off-diagonal block once, doubled). For degree 4 a block costs one product,
+    one in-place square and one dot product of the block with itself (no other passes)."""
     total = 0.0
     n = len(a)
     for s in range(0, n, block_rows):
         rows = a[s : s + block_rows]
-        if b is None:
-            cols = a[s:]
-            k = buf[: len(rows), : len(cols)]
-        else:
-            cols = b
-            k = buf[: len(rows), : len(b)]
+        cols = a[s:] if b is None else b
+        k = buf[: len(rows) * len(cols)].reshape(len(rows), len(cols))  # contiguous
         np.matmul(rows, cols.T, out=k)
-        k *= gamma
-        k += 1.0
         if degree == 4:
             np.square(k, out=k)
-            np.square(k, out=k)
+            block = float(np.vdot(k, k))
+            diag = float(np.einsum("ij,ij->", k[:, : len(rows)], k[:, : len(rows)])) if b is None else 0.0
         else:
             np.power(k, degree, out=k)
-        if b is None:
-            m = len(rows)
-            diag_block = k[:, :m].sum()
-            total += diag_block + 2.0 * k[:, m:].sum()
-        else:
-            total += k.sum()
+            block = float(k.sum())
+            diag = float(k[:, : len(rows)].sum()) if b is None else 0.0
+        total += 2.0 * block - diag if b is None else block  # symmetric: diagonal block once
     return total
+
+
+def _augment(x: np.ndarray, gamma: float) -> np.ndarray:
+    out = np.empty((len(x), x.shape[1] + 1), dtype=np.float64)
+    np.multiply(x, np.sqrt(gamma), out=out[:, :-1])
+    out[:, -1] = 1.0
+    return out
 
 
 def mmd_poly_unbiased(x: np.ndarray, y: np.ndarray, degree: int = 4, block_rows: int = 1024) -> float:
@@ -268,12 +355,13 @@ def mmd_poly_unbiased(x: np.ndarray, y: np.ndarray, degree: int = 4, block_rows:
     if m < 2 or n < 2:
         raise ValueError("MMD needs at least 2 samples in each set")
     gamma = 1.0 / x.shape[-1]
-    buf = np.empty((min(block_rows, max(m, n)), max(m, n)), dtype=np.float64)
+    buf = np.empty(min(block_rows, max(m, n)) * max(m, n), dtype=np.float64)
     diag_x = ((np.einsum("ij,ij->i", x, x) * gamma + 1.0) ** degree).sum()
     diag_y = ((np.einsum("ij,ij->i", y, y) * gamma + 1.0) ** degree).sum()
-    sxx = _kernel_sum(x, None, gamma, degree, block_rows, buf) - diag_x
-    syy = _kernel_sum(y, None, gamma, degree, block_rows, buf) - diag_y
-    sxy = _kernel_sum(x, y, gamma, degree, block_rows, buf)
+    xa, ya = _augment(x, gamma), _augment(y, gamma)
+    sxx = _kernel_sum(xa, None, degree, block_rows, buf) - diag_x
+    syy = _kernel_sum(ya, None, degree, block_rows, buf) - diag_y
+    sxy = _kernel_sum(xa, ya, degree, block_rows, buf)
     return sxx / (m * (m - 1)) + syy / (n * (n - 1)) - 2.0 * sxy / (m * n)
 
 

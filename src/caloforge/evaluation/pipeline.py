@@ -38,8 +38,15 @@ from caloforge.evaluation.binning import (
     histogram_min_energy as binning_min_energy,
     log_edges,
 )
-from caloforge.evaluation.classifier import ClassifierConfig, classifier_test, high_level_inputs
+from caloforge.evaluation.classifier import (
+    ClassifierConfig,
+    classifier_test,
+    high_level_inputs,
+    multiclass_test,
+)
 from caloforge.evaluation.distances import fpd as fpd_metric, kpd as kpd_metric
+from caloforge.evaluation.prdc import PRDCConfig, prdc as prdc_metric, voxel_inputs as prdc_voxel_inputs
+from caloforge.evaluation.resnet import ResNetConfig, build_resnet
 from caloforge.evaluation.separation import (
     feature_separation_powers,
     histogram_counts,
@@ -47,7 +54,11 @@ from caloforge.evaluation.separation import (
 )
 from caloforge.features import ShowerFeatures, apply_threshold, compute_features
 
-METRICS = ("hist", "fpd", "kpd", "cls-low", "cls-high")
+#: Every metric family: the default ones and, on request, PRDC (Naeem et al.), the multiclass
+#: classifier over all samples and the 3-D ResNet (CNN) classifier on voxels.
+METRICS = ("hist", "fpd", "kpd", "cls-low", "cls-high", "prdc", "multiclass", "cnn")
+#: What :class:`EvaluationOptions` (and ``caloforge evaluate``) runs unless told otherwise.
+DEFAULT_METRICS = ("hist", "fpd", "kpd", "cls-low", "cls-high")
 SCHEMA_VERSION = 1
 #: Memory budget (bytes) for the two low-level classifier arrays; larger samples are subsampled.
 LOW_LEVEL_BUDGET = 8 * 2**30
@@ -66,9 +77,11 @@ MIN_SHOWERS = 50
 class EvaluationOptions:
     """Settings of :func:`evaluate`."""
 
-    metrics: tuple[str, ...] = METRICS
+    metrics: tuple[str, ...] = DEFAULT_METRICS
     floor: bool = False
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig.official)
+    prdc: PRDCConfig = field(default_factory=PRDCConfig.official)
+    resnet: ResNetConfig = field(default_factory=ResNetConfig.official)  # the network of --metrics cnn
     cls_max_showers: int | None = None  # per sample; None: all that fit LOW_LEVEL_BUDGET
     energy_bins: Sequence[float] | None = None  # MeV edges; None: decades spanning the reference
     seed: int = 0
@@ -98,6 +111,8 @@ class Sample:
     low_level_rows: np.ndarray | None = None  # which rows of the sample the low-level array holds
     voxel_counts: np.ndarray | None = None
     kept_voxels: tuple[np.ndarray, np.ndarray] | None = None  # (row, energy) of non-empty voxels
+    prdc_voxels: np.ndarray | None = None  # PRDC voxel inputs of the rows prdc_rows
+    prdc_rows: np.ndarray | None = None
 
 
 def _clean(x: Any) -> Any:
@@ -134,13 +149,15 @@ def gather(
     voxel_edges: np.ndarray | None = None,
     progress: Progress | None = None,
     keep_voxels_above: float | None = None,
+    prdc_rows: np.ndarray | None = None,
 ) -> Sample:
     """Stream ``file`` once: features, mean shower, voxel maximum, optional low-level inputs
     (for the sorted row indices ``low_level_rows``) and voxel-energy counts in ``voxel_edges``.
 
     ``keep_voxels_above``: also keep every voxel energy >= this value with its row index
     (``Sample.kept_voxels``), so that histograms whose edges depend on this sample's maximum can
-    be filled without a second pass; given up (None) past :data:`KEEP_VOXELS_BUDGET` bytes."""
+    be filled without a second pass; given up (None) past :data:`KEEP_VOXELS_BUDGET` bytes.
+    ``prdc_rows``: sorted row indices whose PRDC voxel inputs to keep (``Sample.prdc_voxels``)."""
     g = file.geometry
     parts, total = [], np.zeros(g.n_voxels)
     vmax = None  # a numpy scalar of the showers' dtype, as the official maximum
@@ -149,7 +166,8 @@ def gather(
     low = None
     if low_level_rows is not None:
         low = np.empty((len(low_level_rows), g.n_voxels + 1), dtype=np.float32)
-    start, filled = 0, 0
+    pv = None if prdc_rows is None else np.empty((len(prdc_rows), g.n_voxels), dtype=np.float32)
+    start, filled, pv_filled = 0, 0, 0
     kept: list | None = [] if keep_voxels_above is not None else None
     kept_bytes = 0
     for e, s in prefetch(file.iter_chunks()):
@@ -174,6 +192,11 @@ def gather(
                 low[filled : filled + len(rows), 0] = np.log10(e[rows])
                 np.divide(s[rows], e[rows, None].astype(np.float32), out=low[filled : filled + len(rows), 1:])
                 filled += len(rows)
+        if pv is not None and prdc_rows is not None:  # pv exists exactly when prdc_rows do
+            lo, hi = np.searchsorted(prdc_rows, [start, start + len(s)])
+            if hi > lo:
+                pv[pv_filled : pv_filled + hi - lo] = prdc_voxel_inputs(s[prdc_rows[lo:hi] - start])
+                pv_filled += hi - lo
         start += len(s)
         if progress:
             progress(f"reading {name}", start, file.n)
@@ -182,6 +205,7 @@ def gather(
     if vmax is None:
         vmax = np.float32(0.0)
     sample = Sample(name, [str(p) for p in file.paths], feats, total / file.n, vmax, low, low_level_rows, counts)
+    sample.prdc_voxels, sample.prdc_rows = pv, prdc_rows
     if kept is not None:
         sample.kept_voxels = (np.concatenate([k[0] for k in kept]) if kept else np.zeros(0, np.int64),
                               np.concatenate([k[1] for k in kept]) if kept else np.zeros(0, np.float32))
@@ -227,14 +251,14 @@ def _distance(metric: Callable, a: np.ndarray, b: np.ndarray, **kw) -> dict:
 
 
 def _classifier(x_ref: np.ndarray, x_gen: np.ndarray, cfg: ClassifierConfig, seed: int,
-                progress: Progress | None, task: str) -> dict:
+                progress: Progress | None, task: str, build: Callable | None = None) -> dict:
     def cb(epochs: float) -> None:
         if progress:
             progress(task, epochs, cfg.max_epochs)
 
     if progress:
         progress(task, 0, cfg.max_epochs)
-    r = classifier_test(x_ref, x_gen, cfg, seed=seed, on_batch=cb)
+    r = classifier_test(x_ref, x_gen, cfg, seed=seed, on_batch=cb, build=build)
     if progress:  # done, also when it stopped early: the task ends at the epochs it ran
         progress(task, r.epochs_run, r.epochs_run)
     return {
@@ -256,8 +280,12 @@ def compare(
     progress: Progress | None = None,
     timing: dict | None = None,
     label: str = "",
+    image_shape: tuple[int, int, int] | None = None,
+    ref_voxels: np.ndarray | None = None,
+    gen_voxels: np.ndarray | None = None,
 ) -> dict:
-    """All requested metrics of ``gen`` against ``ref`` (features; low-level arrays optional)."""
+    """All requested metrics of ``gen`` against ``ref`` (features; low-level arrays optional;
+    ``image_shape`` (layers, alpha, r) for the ResNet classifier; PRDC voxel inputs)."""
     out: dict[str, Any] = {}
     timing = {} if timing is None else timing
 
@@ -280,7 +308,7 @@ def compare(
                 seps["voxel_energy"] = float(separation_power_counts(ref_counts, gen_counts, binning.voxel_energy))
             return seps
         out["separation_power"] = timed("hist", hist, "histograms")
-    need_hl = any(k in m for k in ("fpd", "kpd", "cls-high"))
+    need_hl = any(k in m for k in ("fpd", "kpd", "cls-high", "prdc"))
     if need_hl:
         hl_ref, hl_gen = high_level_inputs(ref), high_level_inputs(gen)
     if "fpd" in m:
@@ -290,12 +318,25 @@ def compare(
     if "kpd" in m:
         out["kpd"] = timed("kpd", lambda: _distance(
             kpd_metric, hl_ref, hl_gen, batch_size=options.kpd_batch_size, seed=options.seed), "KPD")
+    if "prdc" in m:
+        voxels = options.prdc.inputs == "voxels"
+        if not voxels or (ref_voxels is not None and gen_voxels is not None):
+            a, b = (ref_voxels, gen_voxels) if voxels else (hl_ref, hl_gen)
+            out["prdc"] = timed("prdc", lambda: {**prdc_metric(a, b, options.prdc, options.seed).as_dict(),
+                                                 "inputs": options.prdc.inputs},
+                                "precision, recall, density, coverage")
     if "cls-high" in m:
         out["cls_high"] = timed("cls_high", lambda: _classifier(
             hl_ref, hl_gen, options.classifier, options.seed, progress, f"{label}classifier (high-level)"))
     if "cls-low" in m and ref_low is not None and gen_low is not None:
         out["cls_low"] = timed("cls_low", lambda: _classifier(
             ref_low, gen_low, options.classifier, options.seed, progress, f"{label}classifier (low-level)"))
+    if "cnn" in m and ref_low is not None and gen_low is not None and image_shape is not None:
+        shape = image_shape
+        out["cls_cnn"] = timed("cls_cnn", lambda: _classifier(
+            ref_low, gen_low, options.classifier, options.seed, progress, f"{label}classifier (ResNet, voxels)",
+            build=lambda _: build_resnet(shape, options.resnet)))
+        out["cls_cnn"]["network"] = f"ResNet-{options.resnet.depth} x{options.resnet.width_factor:g} channels"
     return out
 
 
@@ -398,7 +439,8 @@ def _caveats(prefix: str, res: dict, max_epochs: int) -> list[str]:
         note = (res.get(key) or {}).get("note")
         if note:
             out.append(f"{prefix}: {note}" if note.startswith(label) else f"{prefix}: {label}: {note}")
-    for key, label in (("cls_low", "low-level"), ("cls_high", "high-level")):
+    for key, label in (("cls_low", "low-level"), ("cls_high", "high-level"), ("cls_cnn", "ResNet"),
+                       ("multiclass", "multiclass")):
         cls = res.get(key)
         if cls is not None:
             cls["hit_epoch_cap"] = epoch_cap_reached(cls, max_epochs)
@@ -407,6 +449,46 @@ def _caveats(prefix: str, res: dict, max_epochs: int) -> list[str]:
                 out.append(f"{prefix}: the {label} classifier stopped at its epoch cap ({epochs}, best epoch = "
                            "last epoch); the AUC may not have converged (raise --cls-epochs)")
     return out
+
+
+#: The class of the reference's second half in the multiclass test with ``--floor``.
+FLOOR_CLASS = "floor: reference half B"
+
+
+def multiclass_key(name: str) -> str:
+    """A sample's class name in the multiclass results (``NAME (sample)`` if it is taken)."""
+    return f"{name} (sample)" if name in ("reference", FLOOR_CLASS) else name
+
+
+def _multiclass(ref: ShowerFeatures, samples: dict[str, ShowerFeatures], half: np.ndarray | None,
+                options: EvaluationOptions, progress: Progress | None) -> dict:
+    """The multiclass test over the reference and every sample (high-level inputs). With the
+    floor (``half`` given), the reference's half A is the reference class and its half B one
+    more class, whose log-posterior is the floor: a sample drawn exactly like the reference.
+    Samples named like those classes are listed as ``NAME (sample)``."""
+    if half is None:
+        classes = {"reference": ref}
+    else:
+        classes = {"reference": ref.select(half), FLOOR_CLASS: ref.select(~half)}
+    for name, f in samples.items():
+        classes[multiclass_key(name)] = f
+    cfg = options.classifier
+    task = "multiclass classifier (high-level)"
+
+    def cb(epochs: float) -> None:
+        if progress:
+            progress(task, epochs, cfg.max_epochs)
+
+    r = multiclass_test([high_level_inputs(f) for f in classes.values()], cfg, seed=options.seed, on_batch=cb)
+    if progress:
+        progress(task, r.epochs_run, r.epochs_run)
+    return {
+        "classes": list(classes), "inputs": "high-level",
+        "reference_rows": "all" if half is None else "half A (half B is the floor class)",
+        "log_posterior": dict(zip(classes, r.log_posterior, strict=True)), "chance": r.chance,
+        "accuracy": r.accuracy, "best_epoch": r.best_epoch, "epochs_run": r.epochs_run, "n_train": r.n_train,
+        "n_test": r.n_test, "n_val": r.n_val, "seconds": r.seconds, "device": r.device,
+    }
 
 
 def evaluate(
@@ -435,7 +517,13 @@ def evaluate(
     rng = np.random.default_rng(opts.seed)
     timing: dict[str, float] = {}
     notes: list[str] = []
-    want_low = "cls-low" in opts.metrics
+    want_low = "cls-low" in opts.metrics or "cnn" in opts.metrics
+    image_shape = None
+    if "cnn" in opts.metrics:
+        if not g.is_regular or math.prod(g.shape) != g.n_voxels:
+            raise InputError(f"the ResNet classifier (--metrics cnn) needs a regular geometry (ds2, ds3); "
+                             f"{g.name} is irregular")
+        image_shape = g.shape
     n_samples = 1 + len(generated)
     for name, f in {"reference": reference, **generated}.items():
         if f.shower_dtype != np.float32:
@@ -449,8 +537,16 @@ def evaluate(
         if note:
             notes.append(f"reference: {note}")
     want_hist = "hist" in opts.metrics
+    prdc_rng = np.random.default_rng(opts.seed + 2)  # its own stream: the other subsets stay as they were
+
+    def prdc_rows(n: int) -> np.ndarray | None:
+        if "prdc" not in opts.metrics or opts.prdc.inputs != "voxels":
+            return None
+        limit = n if opts.prdc.max_samples is None else min(n, opts.prdc.max_samples)
+        return np.sort(prdc_rng.choice(n, size=limit, replace=False)) if limit < n else np.arange(n)
+
     ref = gather(reference, "reference", thr, ref_rows, progress=progress,
-                 keep_voxels_above=(binning_min_energy(g) if want_hist else None))
+                 keep_voxels_above=(binning_min_energy(g) if want_hist else None), prdc_rows=prdc_rows(reference.n))
     binning = binning_from_reference(ref.features, None)
     binning.voxel_energy = log_edges(binning.min_energy, ref.voxel_max, N_EDGES_VOXEL)
     timing["read_reference"] = round(time.perf_counter() - t, 3)
@@ -494,11 +590,11 @@ def evaluate(
             rows, note = _cls_rows(f.n, g.n_voxels, n_samples, opts.cls_max_showers, rng)
             if note:
                 notes.append(f"{name}: {note}")
-        s = gather(f, name, thr, rows, binning.voxel_energy, progress)
+        s = gather(f, name, thr, rows, binning.voxel_energy, progress, prdc_rows=prdc_rows(f.n))
         samples[name] = s
         timing[f"{name}: read"] = round(time.perf_counter() - t, 3)
         res = compare(ref.features, s.features, opts, binning, ref_counts, s.voxel_counts, ref.low_level,
-                      s.low_level, progress, timing, f"{name}: ")
+                      s.low_level, progress, timing, f"{name}: ", image_shape, ref.prdc_voxels, s.prdc_voxels)
         t = time.perf_counter()
         res["energy_bins"] = _energy_binned(ref.features, s.features, energy_edges, opts, binning)
         timing[f"{name}: energy_bins"] = round(time.perf_counter() - t, 3)
@@ -515,6 +611,7 @@ def evaluate(
         blocks.append(block)
         if ref.low_level is not None:
             s.low_level = None  # free memory before the next sample
+        s.prdc_voxels = None
 
     floor = None
     if half is not None:
@@ -524,8 +621,12 @@ def evaluate(
         if ref.low_level is not None:
             in_a = half[ref.low_level_rows]
             low_a, low_b = ref.low_level[in_a], ref.low_level[~in_a]
+        vox_a = vox_b = None
+        if ref.prdc_voxels is not None and ref.prdc_rows is not None:
+            in_a = half[ref.prdc_rows]
+            vox_a, vox_b = ref.prdc_voxels[in_a], ref.prdc_voxels[~in_a]
         floor = compare(fa, fb, opts, binning, floor_counts.get("a"), floor_counts.get("b"), low_a, low_b,
-                        progress, timing, "floor: ")
+                        progress, timing, "floor: ", image_shape, vox_a, vox_b)
         floor["n_reference_a"], floor["n_reference_b"] = len(fa), len(fb)
         floor["label"] = source["floor_label"]
         notes.extend(_caveats("floor", floor, opts.classifier.max_epochs))
@@ -533,6 +634,17 @@ def evaluate(
         timing["floor"] = round(time.perf_counter() - t, 3)
         notes.append("floor: the reference split in two random halves and compared with the same metrics; "
                      "its sample size is half the reference's, so it slightly overstates the true floor")
+
+    multiclass = None
+    if "multiclass" in opts.metrics:
+        t = time.perf_counter()
+        multiclass = _multiclass(ref.features, {n: s.features for n, s in samples.items()}, half, opts, progress)
+        for block in blocks:
+            block["multiclass_log_posterior"] = multiclass["log_posterior"][multiclass_key(block["name"])]
+        if floor is not None:
+            floor["multiclass_log_posterior"] = multiclass["log_posterior"][FLOOR_CLASS]
+        notes.extend(_caveats("multiclass", {"multiclass": multiclass}, opts.classifier.max_epochs))
+        timing["multiclass"] = round(time.perf_counter() - t, 3)
 
     results: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
@@ -544,6 +656,9 @@ def evaluate(
         "classifier": {"hidden_layers": opts.classifier.hidden_layers, "hidden_units": opts.classifier.hidden_units,
                        "max_epochs": opts.classifier.max_epochs, "patience": opts.classifier.patience,
                        "learning_rate": opts.classifier.learning_rate, "batch_size": opts.classifier.batch_size},
+        "resnet": {"depth": opts.resnet.depth, "width_factor": opts.resnet.width_factor},
+        "prdc_settings": {"nearest_k": opts.prdc.nearest_k, "max_samples": opts.prdc.max_samples,
+                          "standardise": opts.prdc.standardise, "inputs": opts.prdc.inputs},
         "reference": {"files": ref.files, "n": reference.n, "source": source["kind"],
                       "generator": source["generator"]},
         "n_reference": reference.n,
@@ -554,6 +669,8 @@ def evaluate(
         results.update({k: v for k, v in blocks[0].items() if k not in ("name", "files")})
     if floor is not None:
         results["floor"] = floor
+    if multiclass is not None:
+        results["multiclass"] = multiclass
     results["warnings"] = warnings_
     results["notes"] = notes + binning.notes
     results["timing_seconds"] = timing

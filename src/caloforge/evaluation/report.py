@@ -76,13 +76,20 @@ def _summary_rows(block: dict, floor: dict | None) -> list[tuple[str, str, str]]
     """(metric, value, floor) rows of one generated sample."""
     floor = floor or {}
     rows = []
-    for key, label in (("cls_low", "classifier AUC, low-level"), ("cls_high", "classifier AUC, high-level")):
+    for key, label in (("cls_low", "classifier AUC, low-level"), ("cls_high", "classifier AUC, high-level"),
+                       ("cls_cnn", "classifier AUC, ResNet (voxels)")):
         if key in block:
             rows.append((label, _fmt(block[key].get("auc")), _fmt((floor.get(key) or {}).get("auc"))))
             rows.append((label.replace("AUC", "JSD"), _fmt(block[key].get("jsd")), _fmt((floor.get(key) or {}).get("jsd"))))
     for key, label in (("fpd", "FPD x1e3"), ("kpd", "KPD x1e3")):
         if key in block:
             rows.append((label, _pm(block[key]), _pm(floor.get(key))))
+    if "multiclass_log_posterior" in block:
+        rows.append(("multiclass log-posterior on reference showers", _fmt(block["multiclass_log_posterior"]),
+                     _fmt(floor.get("multiclass_log_posterior"))))
+    if "prdc" in block:
+        for key in PRDC_KEYS:
+            rows.append((key, _fmt(block["prdc"].get(key)), _fmt((floor.get("prdc") or {}).get(key))))
     sep, fsep = block.get("separation_power", {}), floor.get("separation_power", {})
     for key, label in (
         ("etot_einc", "sep. power E_tot/E_inc"), ("e_layer", "sep. power E_layer (mean)"),
@@ -95,6 +102,62 @@ def _summary_rows(block: dict, floor: dict | None) -> list[tuple[str, str, str]]
         if key in sep:
             rows.append((label, _fmt(_mean(sep[key])), _fmt(_mean(fsep.get(key)))))
     return rows
+
+
+PRDC_KEYS = ("precision", "recall", "density", "coverage")
+
+
+def _prdc_section(blocks: Sequence[dict], floor: dict | None, label: str) -> str:
+    """The PRDC table: one row per sample (and the floor), with what the numbers mean."""
+    rows = [(b.get("name", "generated"), b["prdc"], "") for b in blocks if b.get("prdc")]
+    if floor and floor.get("prdc"):
+        rows.append((f"floor: {label}", floor["prdc"], " class='floor'"))
+    if not rows:
+        return ""
+    head = ("<tr><th class='l'>sample</th>" + "".join(f"<th>{k}</th>" for k in PRDC_KEYS)
+            + "<th>k</th><th>showers (reference, sample)</th></tr>")
+    body = "".join(
+        f"<tr{cls}><td class='l'>{html.escape(str(name))}</td>" + "".join(f"<td>{_fmt(d.get(k))}</td>" for k in PRDC_KEYS)
+        + f"<td>{_fmt(d.get('nearest_k'))}</td><td>{_fmt(d.get('n_real'))}, {_fmt(d.get('n_fake'))}</td></tr>"
+        for name, d, cls in rows
+    )
+    inputs = ("log10 of the voxel energies (empty voxels 0.1 MeV), as the official evaluate.py"
+              if rows[0][1].get("inputs") == "voxels" else "the high-level features, standardised with the reference")
+    return (
+        "<h2>Precision, recall, density, coverage</h2>"
+        f"<table>{head}{body}</table><p class='note'>k-nearest-neighbour balls on {inputs} "
+        "(Naeem et al. 2020, arXiv:2002.09797). Precision and density: the "
+        "sample's showers that fall among reference showers (fidelity; density above 1 means showers crowd "
+        "dense regions); recall and coverage: the reference showers that the sample reaches (diversity). "
+        "For a sample drawn like the reference, density and coverage are near 1; precision and recall "
+        "stay well below 1 in many dimensions at these sample sizes (k-NN balls are small): read all four "
+        "against the floor.</p>"
+    )
+
+
+def _multiclass_section(mc: dict | None) -> str:
+    """The multiclass classifier's table: every class's mean log-posterior on reference showers."""
+    if not mc:
+        return ""
+    chance = mc.get("chance")
+    rows = "".join(
+        f"<tr><td class='l'>{html.escape(str(name))}</td><td>{_fmt(v)}</td>"
+        f"<td>{_fmt(None if v is None or chance is None else v - chance)}</td></tr>"
+        for name, v in (mc.get("log_posterior") or {}).items()
+    )
+    floor_text = (" With --floor the reference's half A is the reference class and its half B one more class "
+                  "(a sample drawn exactly like the reference): its value is the floor."
+                  if any(str(c).startswith("floor") for c in mc.get("classes", [])) else "")
+    return (
+        "<h2>Multiclass classifier</h2>"
+        f"<table><tr><th class='l'>class</th><th>mean log p(class | reference shower)</th><th>minus chance</th></tr>"
+        f"{rows}</table><p class='note'>One classifier (the official MLP, {_fmt(mc.get('inputs'))} inputs) trained "
+        f"on all {len(mc.get('classes', []))} classes at once, as in the CaloChallenge paper (arXiv:2410.21611); "
+        f"chance = log(1/{len(mc.get('classes', []))}) = {_fmt(chance)}, what every class gets when all are drawn "
+        "like the reference. Higher (less negative) is better: the classifier mistakes the reference's showers "
+        f"for this sample's. Validation accuracy {_fmt(mc.get('accuracy'))}, best epoch {_fmt(mc.get('best_epoch'))} "
+        f"of {_fmt(mc.get('epochs_run'))}.{floor_text}</p>"
+    )
 
 
 def _published_table(dataset: str, ours: Sequence[tuple[str, dict]]) -> str:
@@ -222,9 +285,9 @@ def write_report(
     per_block = [_summary_rows(b, floor) for b in blocks]
     rows = []
     if per_block:
-        for i, (label, _, fl) in enumerate(per_block[0]):
+        for i, (metric, _, fl) in enumerate(per_block[0]):
             cells = "".join(f"<td>{rb[i][1] if i < len(rb) else '–'}</td>" for rb in per_block)
-            rows.append(f"<tr><td class='l'>{html.escape(label)}</td>{cells}" + (f"<td>{fl}</td>" if floor else "") + "</tr>")
+            rows.append(f"<tr><td class='l'>{html.escape(metric)}</td>{cells}" + (f"<td>{fl}</td>" if floor else "") + "</tr>")
     parts.append(f"<table>{head}{''.join(rows)}</table>")
     text = "AUC 0.5 and separation power, FPD, KPD 0 mean indistinguishable from the reference."
     if floor:
@@ -233,6 +296,9 @@ def write_report(
     else:
         text += " Run with --floor for the reference's own noise floor (two halves of it compared)."
     parts.append(f"<p class='note'>{text}</p>")
+
+    parts.append(_prdc_section(blocks, floor, label))
+    parts.append(_multiclass_section(results.get("multiclass")))
 
     parts.append("<h2>Side by side with the CaloChallenge</h2>")
     source = (results.get("reference") or {}).get("source")
