@@ -32,7 +32,7 @@ def _register() -> None:
     # Each command module defines a function named like the command; heavy imports stay inside.
     import importlib
 
-    for name in ("info", "plot", "simulate", "evaluate", "demo", "train", "generate", "export", "models", "calibrate"):
+    for name in ("info", "plot", "simulate", "evaluate", "demo", "train", "generate", "export", "models", "calibrate", "unfold"):
         try:
             module = importlib.import_module(f"caloforge.cli.{name}")
         except ModuleNotFoundError as exc:  # a command whose module is not written yet

@@ -9,9 +9,15 @@ from caloforge.inference.calibration import (
     read_calibration,
     require_likelihood,
 )
+from caloforge.inference.unfolding import OmniFoldConfig, OmniFoldResult, UnfoldingError, ibu, omnifold
 
 __all__ = [
     "CalibrationConfig",
+    "OmniFoldConfig",
+    "OmniFoldResult",
+    "UnfoldingError",
+    "ibu",
+    "omnifold",
     "CalibrationResult",
     "calibrate_file",
     "likelihood_models",
