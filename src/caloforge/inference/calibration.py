@@ -110,8 +110,9 @@ class CalibrationResult:
     when known (for studies; never used by the fit).
 
     References:
-        ATLAS-style energy calibration by a generative likelihood: Krause et al., arXiv:2404.18992;
-        likelihood intervals: F. James, *Statistical Methods in Experimental Physics* (2006), ch. 9.
+        energy calibration as maximum likelihood of a generative calorimeter surrogate,
+        arXiv:2404.18992 (as cited in caloforge issue 13); likelihood intervals: F. James,
+        *Statistical Methods in Experimental Physics* (2006), ch. 9.
     """
 
     e_hat: np.ndarray
