@@ -33,7 +33,7 @@ def _register() -> None:
     import importlib
 
     for name in ("info", "plot", "simulate", "evaluate", "demo", "train", "generate", "export", "models", "anomaly",
-                 "compress", "trigger"):
+                 "compress", "trigger", "calibrate", "unfold"):
         try:
             module = importlib.import_module(f"caloforge.cli.{name}")
         except ModuleNotFoundError as exc:  # a command whose module is not written yet
