@@ -109,4 +109,4 @@ def test_cli_calibrate_writes_the_file_and_refuses_bad_input(model, tmp_path):
     res = runner.invoke(app, ["calibrate", str(tmp_path / "c"), str(showers), "-o", str(tmp_path / "x.h5")])
     assert res.exit_code == 2 and "no likelihood" in res.output and "Traceback" not in res.output
     res = runner.invoke(app, ["calibrate", str(tmp_path / "m"), str(showers), "-o", str(showers)])
-    assert res.exit_code == 2 and "input file" in res.output
+    assert res.exit_code == 2 and "is an input" in res.output

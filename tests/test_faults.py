@@ -257,7 +257,7 @@ CASES = [
     Case("export-over-model-weights", ("export", "{w}/models/good", "--onnx", "{w}/models/good/model.safetensors"),
          ("model.safetensors", "input"), untouched=("models/good",)),
     Case("export-model-without-onnx-export", ("export", "{w}/models/good", "--onnx", "{w}/baseline.onnx"),
-         ("no ONNX export",), absent=("baseline.onnx",)),
+         ("has no caloforge ONNX export",), absent=("baseline.onnx",)),
     # ---- demo and models
     Case("demo-output-is-a-file", ("demo", "-o", "{w}/not_a_folder.txt"), ("not_a_folder.txt", "not a folder"),
          untouched=("not_a_folder.txt",)),

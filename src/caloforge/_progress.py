@@ -29,6 +29,8 @@ from rich.console import Console, RenderableType
 from rich.progress import Progress, Task, TaskID
 from rich.text import Text
 
+from caloforge import _signals
+
 #: Seconds between two plain progress lines when the output is not a terminal.
 DEFAULT_INTERVAL = 20.0
 INTERVAL_ENV = "CALOFORGE_PROGRESS_INTERVAL"
@@ -114,11 +116,13 @@ class CaloProgress(Progress):
     def update(self, task_id: TaskID, *, total: float | None = None, completed: float | None = None,
                advance: float | None = None, description: str | None = None, visible: bool | None = None,
                refresh: bool = False, **fields: Any) -> None:
+        _signals.check()  # a Ctrl-C that a finaliser swallowed stops the step here
         super().update(task_id, total=total, completed=completed, advance=advance, description=description,
                        visible=visible, refresh=refresh, **fields)
         self._check_finished(task_id)
 
     def advance(self, task_id: TaskID, advance: float = 1) -> None:
+        _signals.check()
         super().advance(task_id, advance)
         self._check_finished(task_id)
 

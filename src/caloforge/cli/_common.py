@@ -82,10 +82,13 @@ def user_errors(func: F) -> F:
         import os
         import signal
 
+        from caloforge import _signals
+
         try:
             previous = signal.signal(signal.SIGTERM, _on_sigterm)
+            previous_int = signal.signal(signal.SIGINT, _signals.on_sigint)
         except ValueError:  # not the main thread: leave signals alone
-            previous = None
+            previous = previous_int = None
         try:
             return func(*args, **kwargs)
         except (typer.Exit, typer.Abort, SystemExit):
@@ -111,6 +114,8 @@ def user_errors(func: F) -> F:
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
+                signal.signal(signal.SIGINT, previous_int)
+            _signals.reset()
 
     return wrapper  # type: ignore[return-value]
 
