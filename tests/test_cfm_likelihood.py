@@ -153,3 +153,43 @@ def test_in_distribution_showers_are_more_likely_than_odd_ones(tiny_cfm):
     assert torch.isfinite(lp).all() and torch.isfinite(lp_odd).all()
     assert float(lp.mean()) > float(lp_odd.mean()) + 10
     assert float(torch.median(lp - lp_odd)) > 0
+
+
+def test_cli_scores_a_cfm_by_its_likelihood_with_errors_and_refuses_the_student(tmp_path):
+    from typer.testing import CliRunner
+
+    from caloforge.anomaly.scores import read_scores
+    from caloforge.cli.main import app
+    from caloforge.data import write_showers
+    from caloforge.models import get_model_class, save_model
+
+    rng = np.random.default_rng(7)
+    e = np.exp(rng.uniform(np.log(2e3), np.log(8e4), 40)).astype(np.float32)
+    x = ParametricSimulator(DS2).sample(e, rng).astype(np.float32)
+    write_showers(tmp_path / "s.h5", e, x)
+    torch.manual_seed(0)
+    model = build_model("cfm", DS2, CFMConfig.tiny())
+    model.fit_preprocessing(torch.from_numpy(e), torch.from_numpy(x))
+    with torch.no_grad():  # zero-initialised output layers make a fresh network trivial
+        for p in model.parameters():
+            p.add_(0.02 * torch.randn(p.shape))
+    save_model(model, tmp_path / "cfm")
+    runner = CliRunner()
+    r = runner.invoke(app, ["anomaly", "score", str(tmp_path / "cfm"), str(tmp_path / "s.h5"), "--rows", "0:5",
+                            "--kind", "likelihood", "--ode-steps", "2", "--probes", "2", "-o", str(tmp_path / "n.h5"),
+                            "--threads", "1"])
+    assert r.exit_code == 0, r.output
+    assert "standard error per shower" in r.output
+    res = read_scores(tmp_path / "n.h5")
+    assert res.kind == "likelihood" and res.n == 5 and np.isfinite(res.scores["nll"]).all()
+    assert set(res.errors) == {"nll"} and (res.errors["nll"] > 0).all() and np.isfinite(res.errors["nll"]).all()
+
+    student = build_model("cfm-student", DS2, get_model_class("cfm-student").Config.tiny().replace(
+        teacher=str(tmp_path / "cfm")))
+    save_model(student, tmp_path / "student")
+    r = runner.invoke(app, ["anomaly", "score", str(tmp_path / "student"), str(tmp_path / "s.h5"),
+                            "--kind", "likelihood", "-o", str(tmp_path / "x.h5")])
+    assert r.exit_code == 2 and "no tractable" in r.output and "Traceback" not in r.output
+    r = runner.invoke(app, ["anomaly", "score", str(tmp_path / "cfm"), str(tmp_path / "s.h5"), "--probes", "0",
+                            "--kind", "likelihood", "-o", str(tmp_path / "y.h5")])
+    assert r.exit_code == 2 and not (tmp_path / "y.h5").exists()

@@ -130,10 +130,11 @@ class HasLikelihood(Protocol):
 @runtime_checkable
 class EstimatesLikelihood(Protocol):
     """``log_prob`` is itself an estimate (e.g. Hutchinson's trace estimator along an ODE):
-    ``log_prob_estimate(e_inc, showers, **options)`` returns it (B,) with its standard error per
-    shower (B,) (zero where exact); ``options`` are the model's estimator settings."""
+    ``log_prob_estimate(e_inc, showers, options)`` returns it (B,) with its standard error per
+    shower (B,) (zero where exact); ``options`` are the model's estimator settings (its own
+    config class; None: its defaults)."""
 
-    def log_prob_estimate(self, e_inc: Tensor, showers: Tensor, **options: Any) -> tuple[Tensor, Tensor]: ...
+    def log_prob_estimate(self, e_inc: Tensor, showers: Tensor, options: Any = None) -> tuple[Tensor, Tensor]: ...
 
 
 @runtime_checkable
