@@ -49,6 +49,6 @@ def test_readme_python_blocks_run_as_written(tmp_path):
     assert "Traceback" not in r.stderr
     # what the blocks say they print or write
     assert "(300, 45)" in r.stdout
-    assert "['NoiseMap', 'SolverSteps', 'TrainableByLoss']" in r.stdout
+    assert "['EstimatesLikelihood', 'HasLikelihood', 'NoiseMap', 'SolverSteps', 'TrainableByLoss']" in r.stdout
     assert "8 runs/cfm/model" in r.stdout
     assert (tmp_path / "generated.h5").is_file() and (tmp_path / "runs" / "cfm" / "model" / "model.json").is_file()

@@ -5,7 +5,8 @@ of K named scores, conditional on each shower's incident energy. Two kinds exist
 
 * :class:`LikelihoodScore`: ``-log p(shower | E_inc)`` of a model with a tractable likelihood
   (:class:`~caloforge.models.capabilities.HasLikelihood`), a density in the showers' MeV
-  (preprocessing Jacobians included by the model's ``log_prob``);
+  (preprocessing Jacobians included by the model's ``log_prob``; for ``cfm`` an ODE estimate
+  of the dequantisation lower bound, with its standard error per shower: ``ScoreSet.errors``);
 * :class:`ModelScore`: a model's own score (:class:`~caloforge.models.capabilities.
   HasAnomalyScore`), e.g. the reconstruction error of the ``ae`` family or the two errors of
   the DisCo-decorrelated ``ae-pair``.
@@ -46,7 +47,7 @@ from caloforge._atomic import atomic_write
 from caloforge.data import ShowerFile
 from caloforge.errors import InputError
 from caloforge.models.base import ShowerModel
-from caloforge.models.capabilities import HasAnomalyScore, HasLikelihood
+from caloforge.models.capabilities import EstimatesLikelihood, HasAnomalyScore, HasLikelihood
 
 __all__ = [
     "EnergyCalibration",
@@ -79,6 +80,10 @@ class Score(ABC):
     def __call__(self, e_inc: Tensor, showers: Tensor) -> Tensor:
         """(B, K) float64 scores of showers (B, voxels) MeV given e_inc (B,) MeV."""
 
+    def with_errors(self, e_inc: Tensor, showers: Tensor) -> tuple[Tensor, Tensor | None]:
+        """The scores (B, K) and, for estimated scores, their standard errors (B, K) (else None)."""
+        return self(e_inc, showers), None
+
     def describe(self) -> str:
         return f"{self.kind} score ({', '.join(self.names)})"
 
@@ -93,17 +98,28 @@ class LikelihoodScore(Score):
 
     kind = "likelihood"
 
-    def __init__(self, model: ShowerModel, name: str = "nll"):
+    def __init__(self, model: ShowerModel, name: str = "nll", options: Any = None):
         if not isinstance(model, HasLikelihood):
-            raise InputError(f"model {model.name!r} has no likelihood (it does not implement log_prob); "
-                             "models with one: voxel-lognormal; or use a model with its own anomaly score (ae, ae-pair)")
+            raise InputError(f"model {model.name!r} has no likelihood (it does not implement log_prob; a one-step "
+                             "map such as cfm-student has no tractable one); models with one: voxel-lognormal, cfm; "
+                             "or use a model with its own anomaly score (ae, ae-pair)")
+        if options is not None and not isinstance(model, EstimatesLikelihood):
+            raise InputError(f"model {model.name!r} computes its likelihood exactly: it takes no estimator options")
         self.model = model
         self.names = (name,)
+        self.options = options  # the estimator settings of an EstimatesLikelihood model (None: its defaults)
 
     @torch.no_grad()
     def __call__(self, e_inc: Tensor, showers: Tensor) -> Tensor:
+        return self.with_errors(e_inc, showers)[0]
+
+    @torch.no_grad()
+    def with_errors(self, e_inc: Tensor, showers: Tensor) -> tuple[Tensor, Tensor | None]:
+        if isinstance(self.model, EstimatesLikelihood):
+            lp, err = self.model.log_prob_estimate(e_inc, showers, self.options)
+            return -lp.to(torch.float64).reshape(-1, 1), err.to(torch.float64).reshape(-1, 1)
         assert isinstance(self.model, HasLikelihood)
-        return -self.model.log_prob(e_inc, showers).to(torch.float64).reshape(-1, 1)
+        return -self.model.log_prob(e_inc, showers).to(torch.float64).reshape(-1, 1), None
 
 
 class ModelScore(Score):
@@ -131,11 +147,15 @@ class ModelScore(Score):
         return out.reshape(len(e_inc), -1)
 
 
-def make_score(model: ShowerModel, kind: ScoreKind = "auto") -> Score:
+def make_score(model: ShowerModel, kind: ScoreKind = "auto", likelihood_options: Any = None) -> Score:
     """The score of ``model``: ``likelihood`` (-log p), ``model`` (its own anomaly score), or
-    ``auto`` (its own score when it has one, else its likelihood)."""
+    ``auto`` (its own score when it has one, else its likelihood). ``likelihood_options``: the
+    estimator settings of a model whose likelihood is an estimate (e.g.
+    :class:`~caloforge.flowmatching.likelihood.ODELikelihoodConfig` for ``cfm``)."""
+    if likelihood_options is not None and kind != "likelihood":
+        raise InputError("likelihood estimator options need --kind likelihood")
     if kind == "likelihood":
-        return LikelihoodScore(model)
+        return LikelihoodScore(model, options=likelihood_options)
     if kind == "model":
         return ModelScore(model)
     if kind != "auto":
@@ -154,7 +174,9 @@ class ScoreSet:
 
     ``scores`` maps each score name to an (N,) float64 array; ``rows`` is the (start, stop) row
     range of ``source`` they belong to; ``seconds_per_shower`` is the measured cost of scoring
-    (wall time over the showers, reading included) on ``threads`` threads."""
+    (wall time over the showers, reading included) on ``threads`` threads; ``errors`` maps the
+    names of estimated scores to their standard errors per shower (a likelihood by Hutchinson's
+    estimator), stored in the score file next to them."""
 
     scores: dict[str, np.ndarray]
     incident_energies: np.ndarray
@@ -165,6 +187,7 @@ class ScoreSet:
     seconds_per_shower: float | None = None
     threads: int | None = None
     attrs: dict[str, Any] = field(default_factory=dict)
+    errors: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def n(self) -> int:
@@ -187,11 +210,15 @@ def score_file(score: Score, sample: ShowerFile, start: int = 0, stop: int | Non
     if isinstance(model, ShowerModel):
         model.eval()
     outs: list[np.ndarray] = []
+    errs: list[np.ndarray] = []
     energies: list[np.ndarray] = []
     t0 = time.perf_counter()
     for e, s in sample.iter_chunks(chunk_size=batch_size, start=start, stop=stop):
         et = torch.from_numpy(np.asarray(e, dtype=np.float32)).to(device)
-        out = score(et, torch.from_numpy(s).to(device)).cpu().numpy()
+        out_t, err_t = score.with_errors(et, torch.from_numpy(s).to(device))
+        out = out_t.cpu().numpy()
+        if err_t is not None:
+            errs.append(err_t.cpu().numpy())
         if not np.isfinite(out).all():
             bad = int(np.argmax(~np.isfinite(out).all(axis=1)))
             raise InputError(f"score of the shower at row {start + sum(len(x) for x in energies) + bad} is not finite",
@@ -202,23 +229,30 @@ def score_file(score: Score, sample: ShowerFile, start: int = 0, stop: int | Non
             progress(len(e))
     seconds = time.perf_counter() - t0
     values = np.concatenate(outs)
+    errors = np.concatenate(errs) if len(errs) == len(outs) else None
     return ScoreSet(
         scores={name: values[:, k].copy() for k, name in enumerate(score.names)},
         incident_energies=np.concatenate(energies), source=str(sample.paths[0].resolve()), rows=(start, stop),
         model=model_name or (model.name if isinstance(model, ShowerModel) else ""), kind=score.kind,
         seconds_per_shower=seconds / (stop - start), threads=torch.get_num_threads(),
+        errors={} if errors is None else {name: errors[:, k].copy() for k, name in enumerate(score.names)},
     )
 
 
 def write_scores(path: str | Path, result: ScoreSet) -> Path:
     """Write ``result`` to an HDF5 file atomically: ``scores/<name>`` (N,) and
-    ``incident_energies`` (N,), with the source, row range, model and cost as attributes."""
+    ``incident_energies`` (N,), ``errors/<name>`` (N,) for estimated scores, with the source,
+    row range, model and cost as attributes."""
 
     def write(tmp: str) -> None:
         with h5py.File(tmp, "w") as f:
             g = f.create_group("scores")
             for name, values in result.scores.items():
                 g.create_dataset(name, data=np.asarray(values, dtype=np.float64))
+            if result.errors:
+                ge = f.create_group("errors")
+                for name, values in result.errors.items():
+                    ge.create_dataset(name, data=np.asarray(values, dtype=np.float64))
             f.create_dataset("incident_energies", data=np.asarray(result.incident_energies, dtype=np.float64))
             f.attrs.update({"caloforge_scores_format": SCORES_FORMAT, "source": result.source,
                             "rows_start": result.rows[0], "rows_stop": result.rows[1], "model": result.model,
@@ -247,6 +281,7 @@ def read_scores(path: str | Path) -> ScoreSet:
             names = [str(n) for n in attrs.get("score_names", list(f["scores"]))]
             scores = {n: np.asarray(f["scores"][n][...], dtype=np.float64) for n in names}
             e = np.asarray(f["incident_energies"][...], dtype=np.float64)
+            errors = {n: np.asarray(f["errors"][n][...], dtype=np.float64) for n in (f["errors"] if "errors" in f else [])}
     except OSError as exc:
         raise InputError(f"cannot read as HDF5 ({exc})", path) from None
     if any(len(v) != len(e) for v in scores.values()):
@@ -254,7 +289,8 @@ def read_scores(path: str | Path) -> ScoreSet:
     return ScoreSet(scores=scores, incident_energies=e, source=str(attrs.get("source", "")),
                     rows=(int(attrs.get("rows_start", 0)), int(attrs.get("rows_stop", len(e)))),
                     model=str(attrs.get("model", "")), kind=str(attrs.get("kind", "")),
-                    seconds_per_shower=attrs.get("seconds_per_shower"), threads=attrs.get("threads"), attrs=attrs)
+                    seconds_per_shower=attrs.get("seconds_per_shower"), threads=attrs.get("threads"), attrs=attrs,
+                    errors=errors)
 
 
 #: E[log |Z|] of a standard normal Z: turns the mean log absolute residual into a standard deviation.

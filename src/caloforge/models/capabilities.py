@@ -18,6 +18,8 @@ capability              what it gives                                      used 
 :class:`SolverSteps`       sampling integrates an ODE in a chosen number     ``generate --steps``,
                            of steps                                         export
 :class:`HasLikelihood`     ``log_prob(e_inc, showers)``                      anomaly scores, calibration
+:class:`EstimatesLikelihood` ``log_prob_estimate``: the likelihood with its       ``caloforge anomaly``
+                           standard error per shower (stochastic estimators)
 :class:`Distills`          learns from a teacher model                      the contract test, training
 :class:`HasAnomalyScore`   ``anomaly_score(e_inc, showers)``: its own        ``caloforge anomaly``
                            score(s) per shower (e.g. reconstruction error)
@@ -40,6 +42,7 @@ from torch import Tensor
 
 __all__ = [
     "Distills",
+    "EstimatesLikelihood",
     "FittedInClosedForm",
     "HasAnomalyScore",
     "HasLikelihood",
@@ -125,6 +128,16 @@ class HasLikelihood(Protocol):
 
 
 @runtime_checkable
+class EstimatesLikelihood(Protocol):
+    """``log_prob`` is itself an estimate (e.g. Hutchinson's trace estimator along an ODE):
+    ``log_prob_estimate(e_inc, showers, options)`` returns it (B,) with its standard error per
+    shower (B,) (zero where exact); ``options`` are the model's estimator settings (its own
+    config class; None: its defaults)."""
+
+    def log_prob_estimate(self, e_inc: Tensor, showers: Tensor, options: Any = None) -> tuple[Tensor, Tensor]: ...
+
+
+@runtime_checkable
 class Distills(Protocol):
     """Learns the map of a trained teacher (family ``teacher_family``) rather than the data;
     ``distill_from(teacher)`` attaches one in memory (else the config names it)."""
@@ -148,6 +161,7 @@ class HasAnomalyScore(Protocol):
 #: The methods each capability consists of (what :func:`capabilities` looks for).
 _MEMBERS: dict[str, tuple[str, ...]] = {
     "Distills": ("distill_from",),
+    "EstimatesLikelihood": ("log_prob_estimate",),
     "FittedInClosedForm": ("fit",),
     "HasAnomalyScore": ("anomaly_score", "score_names"),
     "HasLikelihood": ("log_prob",),

@@ -1,7 +1,9 @@
 """Invertible preprocessing of showers, as small composable torch modules.
 
 Every :class:`Transform` has ``forward(x, cond)`` / ``inverse(y, cond)`` and keeps what it
-learns in :meth:`~Transform.fit` as buffers (saved with a model's weights):
+learns in :meth:`~Transform.fit` as buffers (saved with a model's weights); the bijections
+give their ``log_abs_det_jacobian(x, cond, mask)`` per sample, with which a density of the
+preprocessed space becomes one of the showers (:meth:`ShowerPreprocessing.forward_log_det`):
 
 * :class:`SequentialFractions`, :class:`ShapeNormalize` (with :class:`LayerSum`): the
   energy/shape factorisation of CaloDREAM (Favaro et al., arXiv:2405.09629);

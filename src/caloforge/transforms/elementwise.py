@@ -10,6 +10,13 @@ from torch import Tensor
 from caloforge.transforms.base import Transform
 
 
+def _masked_sum(terms: Tensor, mask: Tensor | None) -> Tensor:
+    """Per-sample sum (B,) of element-wise terms, over the entries ``mask`` selects (all if None)."""
+    if mask is not None:
+        terms = torch.where(torch.broadcast_to(mask, terms.shape), terms, torch.zeros_like(terms))
+    return terms.reshape(terms.shape[0], -1).sum(1)
+
+
 class Logit(Transform):
     """``y = logit(alpha + (1 - 2 alpha) x)`` for x in [0, 1], as in CaloINN (Ernst et al.,
     arXiv:2312.09290) and CaloDREAM (Favaro et al., arXiv:2405.09629).
@@ -34,6 +41,11 @@ class Logit(Transform):
     def inverse(self, y: Tensor, cond: Tensor | None = None) -> Tensor:
         x = (torch.sigmoid(y) - self.alpha) / (1.0 - 2.0 * self.alpha)
         return x.clamp(0.0, 1.0) if self.clamp else x
+
+    def log_abs_det_jacobian(self, x: Tensor, cond: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
+        """``sum log((1 - 2 alpha) / (p (1 - p)))``, ``p = alpha + (1 - 2 alpha) x``."""
+        p = self.alpha + (1.0 - 2.0 * self.alpha) * x
+        return _masked_sum(math.log1p(-2.0 * self.alpha) - torch.log(p) - torch.log1p(-p), mask)
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha:g}"
@@ -88,6 +100,10 @@ class Standardize(Transform):
     def inverse(self, y: Tensor, cond: Tensor | None = None) -> Tensor:
         return y * self.std.to(y.dtype) + self.mean.to(y.dtype)
 
+    def log_abs_det_jacobian(self, x: Tensor, cond: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
+        """``-sum log std`` over the (selected) features."""
+        return _masked_sum(-torch.log(self.std.to(x.dtype)).expand_as(x), mask)
+
 
 class LogEnergyScale(Transform):
     """Conditioning on the incident energy: ``c = (log E - log E_min) / (log E_max - log E_min)``,
@@ -119,6 +135,11 @@ class LogEnergyScale(Transform):
     def inverse(self, y: Tensor, cond: Tensor | None = None) -> Tensor:
         lo, hi = self.log_min.to(y.dtype), self.log_max.to(y.dtype)
         return torch.exp(y * (hi - lo) + lo)
+
+    def log_abs_det_jacobian(self, x: Tensor, cond: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
+        """``-sum log(x (log E_max - log E_min))``."""
+        lo, hi = self.log_min.to(x.dtype), self.log_max.to(x.dtype)
+        return _masked_sum(-torch.log(x) - torch.log(hi - lo), mask)
 
 
 class Threshold(Transform):

@@ -11,15 +11,21 @@ al., arXiv:2405.09629) prepares showers for its energy and shape networks:
   width floored at ``shape_min_std`` logit units (rarely hit voxels would otherwise put their
   hits tens of standard deviations out);
 * the readout threshold applied to the input showers and, last, to the generated ones.
+
+:meth:`ShowerPreprocessing.forward_log_det` adds the log-Jacobian of showers (MeV) -> (energy
+space, shape space), with which a density of the two spaces becomes one of the showers (see
+there for what it is a density of).
 """
 
 from __future__ import annotations
+
+from typing import cast
 
 import torch
 from torch import Tensor, nn
 
 from caloforge.geometry import Geometry
-from caloforge.transforms.base import Compose
+from caloforge.transforms.base import Compose, Transform
 from caloforge.transforms.elementwise import LogEnergyScale, Logit, Standardize, Threshold
 from caloforge.transforms.shower import BelowThresholdNoise, LayerSum, SequentialFractions, ShapeNormalize
 
@@ -115,6 +121,53 @@ class ShowerPreprocessing(nn.Module):
         showers = self.threshold(showers)
         e_layer = self.layer_sum(showers)
         return self.condition(e_inc), self.energy(e_layer, e_inc), self.shape(showers, e_layer), e_layer
+
+    def forward_log_det(self, e_inc: Tensor, showers: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """:meth:`forward` plus ``log_det`` (B,): a density ``q(y_E, y_S)`` of the two spaces
+        gives ``log q + log_det`` for the showers in MeV (given E_inc).
+
+        What counts, and what that makes the density of:
+
+        * the energy space: ``log |d y_E / d E_layers|`` over the sequential fractions that are
+          variables: ``u_0`` and the fraction of every layer with energy (a layer below the
+          readout threshold, ``u = 0``, and the fractions after the last hit layer are points,
+          which keep the energy flow's density in its own standardised-logit units);
+        * the shape space, layer energies fixed: ``-log E_l`` per hit voxel (fraction -> MeV)
+          and the logit and standardisation Jacobians over the voxels of non-empty layers;
+          voxels of empty layers are constant and count in standardised-logit units;
+        * with ``dequantize``: the zero voxels of non-empty layers are drawn (fresh uniform
+          noise below the threshold, from torch's global generator) and
+          :meth:`BelowThresholdNoise.log_volume` added, so ``log q + log_det`` is a one-draw
+          estimate of a *lower bound* on the log of the model's probability of reading out
+          zero where the shower has zeros, times its density in MeV at the hits (the
+          dequantisation bound). Without ``dequantize`` the zeros count at their point value.
+        """
+        e_inc = e_inc.reshape(-1).to(showers.dtype)
+        showers = self.threshold(showers)
+        e_layer = self.layer_sum(showers)
+        seq, logit_e, std_e = (cast(Transform, t) for t in self.energy.transforms)
+        u = seq(e_layer, e_inc)
+        hit_layer = self.nonempty(e_layer)
+        # u_0 always; u_{l+1} (layer l's share of what remains) where layer l has energy
+        e_mask = torch.cat([torch.ones_like(hit_layer[:, :1]), hit_layer[:, :-1]], 1)
+        log_det = seq.log_abs_det_jacobian(e_layer, e_inc, e_mask) + logit_e.log_abs_det_jacobian(u, mask=e_mask)
+        z = logit_e(u)
+        log_det = log_det + std_e.log_abs_det_jacobian(z, mask=e_mask)
+        y_energy = std_e(z)
+
+        members = [cast(Transform, t) for t in self.shape.transforms]
+        norm, logit_s, std_s = members[0], members[-2], members[-1]
+        vox = self.layer_sum.expand(hit_layer)
+        f = norm(showers, e_layer)
+        if self.dequantizer is not None:
+            log_det = log_det + norm.log_abs_det_jacobian(showers, e_layer, f > 0) + self.dequantizer.log_volume(f, e_layer)
+            f = self.dequantizer(f, e_layer)
+        else:
+            log_det = log_det + norm.log_abs_det_jacobian(showers, e_layer, vox)
+        log_det = log_det + logit_s.log_abs_det_jacobian(f, mask=vox)
+        z = logit_s(f)
+        log_det = log_det + std_s.log_abs_det_jacobian(z, mask=vox)
+        return self.condition(e_inc), y_energy, std_s(z), e_layer, log_det
 
     def energy_inverse(self, e_inc: Tensor, y_energy: Tensor) -> Tensor:
         """Energy space -> layer energies (MeV); layers below the threshold set to zero.

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from caloforge.geometry import Geometry
 from caloforge.transforms.base import Transform
+from caloforge.transforms.elementwise import _masked_sum
 
 
 class LayerSum(nn.Module):
@@ -85,6 +86,18 @@ class ShapeNormalize(Transform):
             y = torch.where(ok, y / torch.where(ok, total, torch.ones_like(total)), torch.zeros_like(y))
         return y * self.layer_sum.expand(cond.to(y.dtype))
 
+    def log_abs_det_jacobian(self, x: Tensor, cond: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
+        """``-sum log E_l`` over the (selected) voxels of non-empty layers, the layer energies
+        ``cond`` held fixed (required: with the layer sums of ``x`` itself the map drops one
+        dimension per layer and has no determinant). Voxels of empty layers are constant zeros
+        and never count."""
+        if cond is None:
+            raise ValueError("ShapeNormalize.log_abs_det_jacobian needs the layer energies as cond")
+        e_vox = self.layer_sum.expand(cond.to(x.dtype))
+        ok = e_vox > 0
+        terms = torch.where(ok, -torch.log(torch.where(ok, e_vox, torch.ones_like(e_vox))), torch.zeros_like(e_vox))
+        return _masked_sum(terms, ok if mask is None else ok & torch.broadcast_to(mask, ok.shape))
+
 
 class SequentialFractions(Transform):
     """Layer energies (B, L) <-> sequential energy fractions (B, L) in [0, 1]; ``cond`` = E_inc (B,).
@@ -136,6 +149,25 @@ class SequentialFractions(Transform):
             remaining = (remaining - e).clamp(min=0.0)
         out.append(remaining)
         return torch.stack(out, 1)
+
+    def log_abs_det_jacobian(self, x: Tensor, cond: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
+        """``-log(scale E_inc) - sum_l log R_l`` (``cond`` = E_inc).
+
+        The inverse builds ``R_0 = u_0 scale E_inc`` and ``E_l = u_{l+1} R_l`` one layer after the
+        other, a triangular map with diagonal ``(scale E_inc, R_0, ..., R_{L-2})``; the last layer
+        (``R_0`` minus the others) adds a unit-determinant shear. Output ``l + 1`` contributes
+        ``-log R_l``; fractions after the last non-empty layer (``R_l = 0``, defined as 0, not a
+        variable) and outputs ``mask`` leaves out contribute nothing. The clip of ``u_0`` at one
+        (E_tot above the fitted scale) is not a bijection and is ignored."""
+        if cond is None:
+            raise ValueError("SequentialFractions needs the incident energies as cond")
+        e_inc = cond.reshape(-1, 1).to(x.dtype)
+        remaining = torch.flip(torch.cumsum(torch.flip(x, [1]), 1), [1])[:, :-1]
+        ok = remaining > 0
+        tail = torch.where(ok, -torch.log(torch.where(ok, remaining, torch.ones_like(remaining))),
+                           torch.zeros_like(remaining))
+        terms = torch.cat([-torch.log(self.scale.to(x.dtype) * e_inc), tail], 1)
+        return _masked_sum(terms, mask)
 
 
 _NOISE_TOP = 0.999
@@ -194,6 +226,29 @@ class BelowThresholdNoise(Transform):
         if max(self.threshold, self.floor) <= 0:
             return y.clamp(min=0.0)
         return torch.where(y >= self._limit(cond, y, max(self.threshold, self.floor)), y, torch.zeros_like(y))
+
+    def log_abs_det_jacobian(self, x: Tensor, cond: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
+        """Zero: hits pass unchanged, and the noise that replaces a zero does not depend on ``x``
+        (its volume is :meth:`log_volume`)."""
+        return x.new_zeros(x.shape[0])
+
+    def noise_mask(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
+        """The entries :meth:`forward` replaces by noise: zeros of non-empty layers."""
+        return (x <= 0) & (self._limit(cond, x) > 0) if self.noise and self.threshold > 0 else torch.zeros_like(x, dtype=torch.bool)
+
+    def log_volume(self, x: Tensor, cond: Tensor | None = None, mask: Tensor | None = None) -> Tensor:
+        """``sum log(width)`` over the dequantised entries (B,): the log volume of the box the
+        zeros of ``x`` are spread uniformly over (fraction units, width ``0.999 min(t / E_l, 1)``).
+
+        With it, a density ``q`` of the dequantised fractions bounds the model's probability of
+        the zeros (times its density at the hits) from below (Jensen; Theis, van den Oord,
+        Bethge, arXiv:1511.01844): ``log P(x) >= E_noise[log q(forward(x))] + log_volume(x)``."""
+        limit = self._limit(cond, x).clamp(max=1.0) * _NOISE_TOP
+        sel = self.noise_mask(x, cond)
+        if mask is not None:
+            sel = sel & torch.broadcast_to(mask, sel.shape)
+        terms = torch.where(sel, torch.log(torch.where(sel, limit, torch.ones_like(limit))), torch.zeros_like(limit))
+        return terms.reshape(terms.shape[0], -1).sum(1)
 
     def extra_repr(self) -> str:
         return f"threshold={self.threshold:g} MeV, floor={self.floor:g} MeV, noise={self.noise}"
