@@ -91,3 +91,22 @@ def test_cli_rejects_a_bad_scheduler(files, tmp_path):
     r = CliRunner().invoke(app, ["evaluate", str(files / "ref.h5"), str(files / "same.h5"), "-o",
                                  str(tmp_path / "o"), "--metrics", "hist", "--no-plots", "--scheduler", "local:0"])
     assert r.exit_code == 2 and "local:N" in r.output and "Traceback" not in r.output
+
+
+def test_cli_local_cluster_of_processes_gives_the_same_metrics_json(files, tmp_path):
+    """``--scheduler local:1``: a worker process (tasks pickled and shipped) writes the
+    metrics.json of the run without --scheduler."""
+    from typer.testing import CliRunner
+
+    from caloforge.cli.main import app
+
+    common = [str(files / "ref.h5"), str(files / "scaled.h5"), "--metrics", "hist,fpd,kpd,cls-high", "--floor",
+              "--cls-epochs", "2", "--cls-width", "16", "--cls-depth", "1", "--cls-batch-size", "100",
+              "--no-plots", "--threads", "1"]
+    runs = {}
+    for tag, extra in (("one", []), ("dask", ["--scheduler", "local:1"])):
+        r = CliRunner().invoke(app, ["evaluate", *common, "-o", str(tmp_path / tag), *extra])
+        assert r.exit_code == 0, r.output
+        runs[tag] = _stable(json.loads((tmp_path / tag / "metrics.json").read_text()))
+    assert runs["dask"] == runs["one"]
+    assert runs["one"]["cls_high"]["auc"] > 0.8  # the scaled sample is told apart
