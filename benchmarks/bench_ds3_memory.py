@@ -94,8 +94,8 @@ def main() -> None:
     sizes = args.n or [5000]
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench_ds3_"))
     work.mkdir(parents=True, exist_ok=True)
-    lines = [f"caloforge evaluate on synthetic DS3 (caloforge simulate --dataset ds3, two files per sample), "
-             f"1 thread; peak = maximum RSS (/usr/bin/time -v)"]
+    lines = ["caloforge evaluate on synthetic DS3 (caloforge simulate --dataset ds3, two files per sample), "
+             "1 thread; peak = maximum RSS (/usr/bin/time -v)"]
     try:
         for n in sizes:
             ref, gen, sim_s = simulate(work, n)
