@@ -65,7 +65,7 @@ def os_error_message(exc: OSError) -> str:
 
 
 #: Optional packages -> the extra of caloforge that installs them (``pip install 'caloforge[EXTRA]'``).
-OPTIONAL_PACKAGES = {"onnx": "onnx", "onnxruntime": "onnx", "onnxscript": "onnx"}
+OPTIONAL_PACKAGES = {"onnx": "onnx", "onnxruntime": "onnx", "onnxscript": "onnx", "distributed": "dask", "dask": "dask"}
 
 
 def user_errors(func: F) -> F:

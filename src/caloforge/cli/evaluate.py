@@ -50,6 +50,10 @@ def evaluate(
     seed: int = typer.Option(0, "--seed", help="Seed of splits, batches and classifier training."),
     names: str = typer.Option(None, "--names", help="Comma-separated names of the generated samples."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Draw the plots (and embed them in the report)."),
+    scheduler: str = typer.Option(None, "--scheduler", help="Run the independent parts (per sample, per metric, "
+                                  "the floor) as dask tasks: 'local' or 'local:N' (a local cluster of N worker "
+                                  "processes) or a dask.distributed scheduler address (tcp://host:8786). "
+                                  "Needs caloforge[dask]."),
     threads: int | None = threads_option(),
 ) -> None:
     """Evaluate generated showers against a reference: metrics.json, report.html and plots."""
@@ -66,7 +70,11 @@ def evaluate(
     if output.is_dir():
         for name in ("metrics.json", "report.html"):
             check_output(output / name, inputs)
-    use_threads(threads)
+    if scheduler is not None:
+        from caloforge.evaluation.distributed import SchedulerSpec
+
+        SchedulerSpec.parse(scheduler)  # a bad --scheduler fails before any file is read
+    n_threads = use_threads(threads)
     geometry = get_geometry(dataset) if dataset else None
     ref = open_showers(_files(reference), geometry)
     sample_names = names.split(",") if names else []
@@ -115,7 +123,14 @@ def evaluate(
         cls_max_showers=cls_max_showers, seed=seed, threshold=threshold, resnet=resnet, prdc=prdc,
     )
     output.mkdir(parents=True, exist_ok=True)
-    with progress_bar() as bar:
+    from contextlib import ExitStack
+
+    with ExitStack() as stack, progress_bar() as bar:
+        runner = None
+        if scheduler is not None:
+            from caloforge.evaluation.distributed import dask_runner
+
+            runner = stack.enter_context(dask_runner(scheduler, n_threads))
         tasks: dict[str, TaskID] = {}
 
         def progress(task: str, done: float, total: float) -> None:
@@ -123,7 +138,7 @@ def evaluate(
                 tasks[task] = bar.add_task(task, total=total, unit=_unit(task))
             bar.update(tasks[task], completed=done, total=total)
 
-        results, context = run(ref, gens, opts, progress)
+        results, context = run(ref, gens, opts, progress, runner)
         sections = {}
         if plots:
             from caloforge.evaluation.plots import make_plots
@@ -143,6 +158,8 @@ def _unit(task: str) -> str:
     """The unit of a progress task of the evaluation, for its rate."""
     if task.startswith(("reading", "voxel energies")):
         return "showers"
+    if task.startswith("evaluation parts"):
+        return "parts"
     return "epochs" if "classifier" in task else ""
 
 

@@ -26,8 +26,8 @@ Presets: :meth:`ClassifierConfig.official` (the protocol above, the CaloChalleng
 and early stopping once the test accuracy has not improved for 10 epochs: about half the cost, a
 cheaper estimate for development, not for publication). Same seed, device and thread count give the same result.
 
-Memory: the two input arrays are used in place (float32, no merged copy); batches are gathered
-by index. For 100k DS2 showers the low-level input is 100k x 6481 float32 = 2.6 GB per sample.
+Memory: the two input arrays are used in place (float32, no merged copy; two halves of one
+array are addressed by row indices, not copied); batches are gathered by index. For 100k DS2 showers the low-level input is 100k x 6481 float32 = 2.6 GB per sample.
 On CUDA the arrays are moved to the GPU once when they fit comfortably, else batch by batch.
 """
 
@@ -160,21 +160,26 @@ def build_mlp(input_dim: int, hidden_layers: int, hidden_units: int, dropout: fl
 
 class _Data:
     """Two float32 sources addressed by one index space: i < n_ref is reference row i (label
-    1), otherwise generated row i - n_ref (label 0)."""
+    1), otherwise generated row i - n_ref (label 0). With ``ref_rows`` / ``gen_rows`` the
+    sources are those rows of the arrays (no copy: the rows are looked up batch by batch), so
+    that two halves of one array (the floor) can be compared without copying either half."""
 
-    def __init__(self, ref: np.ndarray, gen: np.ndarray, device: torch.device, on_device: bool):
-        self.n_ref = len(ref)
+    def __init__(self, ref: np.ndarray, gen: np.ndarray, device: torch.device, on_device: bool,
+                 ref_rows: np.ndarray | None = None, gen_rows: np.ndarray | None = None):
+        self.n_ref = len(ref) if ref_rows is None else len(ref_rows)
         self.device = device
+        self.ref_rows, self.gen_rows = ref_rows, gen_rows
         self.ref = torch.from_numpy(ref)
-        self.gen = torch.from_numpy(gen)
+        self.gen = self.ref if gen is ref else torch.from_numpy(gen)
         if on_device:
             self.ref = self.ref.to(device)
-            self.gen = self.gen.to(device)
+            self.gen = self.ref if gen is ref else self.gen.to(device)
 
     def batch(self, idx: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         is_ref = idx < self.n_ref
-        ir = torch.from_numpy(idx[is_ref])
-        ig = torch.from_numpy(idx[~is_ref] - self.n_ref)
+        r, g = idx[is_ref], idx[~is_ref] - self.n_ref
+        ir = torch.from_numpy(r if self.ref_rows is None else self.ref_rows[r])
+        ig = torch.from_numpy(g if self.gen_rows is None else self.gen_rows[g])
         parts = []
         if len(ir):
             parts.append(self.ref.index_select(0, ir.to(self.ref.device)))
@@ -249,6 +254,16 @@ def _as_float32(x, name: str) -> np.ndarray:
     return a
 
 
+def _rows(rows: np.ndarray | None, n: int, name: str) -> np.ndarray | None:
+    """Row indices into an array of ``n`` rows, as int64 (None: every row)."""
+    if rows is None:
+        return None
+    r = np.asarray(rows)
+    if r.ndim != 1 or (r.size and (not np.issubdtype(r.dtype, np.integer) or r.min() < 0 or r.max() >= n)):
+        raise ValueError(f"{name} must be 1-D integer indices in [0, {n})")
+    return r.astype(np.int64, copy=False)
+
+
 # ------------------------------------------------------------------------------------ training
 def _fit(
     make_model: Callable[[], torch.nn.Module],
@@ -320,9 +335,15 @@ def classifier_test(
     progress: Callable[[dict], None] | None = None,
     on_batch: Callable[[float], None] | None = None,
     build: Callable[[int], torch.nn.Module] | None = None,
+    reference_rows: np.ndarray | None = None,
+    generated_rows: np.ndarray | None = None,
 ) -> ClassifierResult:
     """Train the classifier of the official protocol on ``reference_X`` vs ``generated_X``
     ((N, features) arrays, ideally float32) and return its calibrated validation AUC and JSD.
+
+    ``reference_rows`` / ``generated_rows``: use only these rows of the arrays, as if they had
+    been copied out first (same result), without the copy; both arrays may then be the same
+    array (two halves of one sample).
 
     ``build(n_features)`` makes the network (one logit out); default the official MLP of
     ``config`` (:func:`build_mlp`); the ResNet classifier passes
@@ -335,18 +356,21 @@ def classifier_test(
     cfg = config or ClassifierConfig.official()
     t0 = time.perf_counter()
     ref = _as_float32(reference_X, "reference_X")
-    gen = _as_float32(generated_X, "generated_X")
+    gen = ref if generated_X is reference_X else _as_float32(generated_X, "generated_X")
     if ref.shape[1] != gen.shape[1]:
         raise ValueError(f"feature counts differ: {ref.shape[1]} vs {gen.shape[1]}")
+    ref_rows, gen_rows = _rows(reference_rows, len(ref), "reference_rows"), _rows(generated_rows, len(gen), "generated_rows")
+    n_ref = len(ref) if ref_rows is None else len(ref_rows)
+    n_gen = len(gen) if gen_rows is None else len(gen_rows)
     device = _resolve_device(cfg)
     on_device = cfg.data_on_device
     if on_device is None:
-        on_device = device.type == "cuda" and _fits_on_device(device, ref.nbytes + gen.nbytes)
-    data = _Data(ref, gen, device, bool(on_device))
+        on_device = device.type == "cuda" and _fits_on_device(device, ref.nbytes + (0 if gen is ref else gen.nbytes))
+    data = _Data(ref, gen, device, bool(on_device), ref_rows, gen_rows)
     rng = np.random.default_rng(seed)
-    train, test, val = _split_indices(len(ref), len(gen), cfg.split, rng)
+    train, test, val = _split_indices(n_ref, n_gen, cfg.split, rng)
     if min(len(train), len(test), len(val)) < 2:
-        raise ValueError(f"samples too small for the classifier test ({len(ref)} and {len(gen)} rows)")
+        raise ValueError(f"samples too small for the classifier test ({n_ref} and {n_gen} rows)")
 
     model, best_state, best_epoch, best_acc, epochs_run, history = _fit(
         (lambda: build(ref.shape[1])) if build is not None

@@ -19,10 +19,10 @@ import resource
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -251,14 +251,16 @@ def _distance(metric: Callable, a: np.ndarray, b: np.ndarray, **kw) -> dict:
 
 
 def _classifier(x_ref: np.ndarray, x_gen: np.ndarray, cfg: ClassifierConfig, seed: int,
-                progress: Progress | None, task: str, build: Callable | None = None) -> dict:
+                progress: Progress | None, task: str, build: Callable | None = None,
+                rows: tuple[np.ndarray | None, np.ndarray | None] = (None, None)) -> dict:
     def cb(epochs: float) -> None:
         if progress:
             progress(task, epochs, cfg.max_epochs)
 
     if progress:
         progress(task, 0, cfg.max_epochs)
-    r = classifier_test(x_ref, x_gen, cfg, seed=seed, on_batch=cb, build=build)
+    r = classifier_test(x_ref, x_gen, cfg, seed=seed, on_batch=cb, build=build, reference_rows=rows[0],
+                        generated_rows=rows[1])
     if progress:  # done, also when it stopped early: the task ends at the epochs it ran
         progress(task, r.epochs_run, r.epochs_run)
     return {
@@ -283,9 +285,12 @@ def compare(
     image_shape: tuple[int, int, int] | None = None,
     ref_voxels: np.ndarray | None = None,
     gen_voxels: np.ndarray | None = None,
+    low_rows: tuple[np.ndarray | None, np.ndarray | None] = (None, None),
 ) -> dict:
     """All requested metrics of ``gen`` against ``ref`` (features; low-level arrays optional;
-    ``image_shape`` (layers, alpha, r) for the ResNet classifier; PRDC voxel inputs)."""
+    ``image_shape`` (layers, alpha, r) for the ResNet classifier; PRDC voxel inputs).
+    ``low_rows``: the rows of ``ref_low`` and ``gen_low`` the classifiers use (None: all); the
+    floor passes the reference's low-level array twice with the rows of each half."""
     out: dict[str, Any] = {}
     timing = {} if timing is None else timing
 
@@ -330,12 +335,13 @@ def compare(
             hl_ref, hl_gen, options.classifier, options.seed, progress, f"{label}classifier (high-level)"))
     if "cls-low" in m and ref_low is not None and gen_low is not None:
         out["cls_low"] = timed("cls_low", lambda: _classifier(
-            ref_low, gen_low, options.classifier, options.seed, progress, f"{label}classifier (low-level)"))
+            ref_low, gen_low, options.classifier, options.seed, progress, f"{label}classifier (low-level)",
+            rows=low_rows))
     if "cnn" in m and ref_low is not None and gen_low is not None and image_shape is not None:
         shape = image_shape
         out["cls_cnn"] = timed("cls_cnn", lambda: _classifier(
             ref_low, gen_low, options.classifier, options.seed, progress, f"{label}classifier (ResNet, voxels)",
-            build=lambda _: build_resnet(shape, options.resnet)))
+            build=lambda _: build_resnet(shape, options.resnet), rows=low_rows))
         out["cls_cnn"]["network"] = f"ResNet-{options.resnet.depth} x{options.resnet.width_factor:g} channels"
     return out
 
@@ -491,13 +497,124 @@ def _multiclass(ref: ShowerFeatures, samples: dict[str, ShowerFeatures], half: n
     }
 
 
+class Runner(Protocol):
+    """Where the evaluation's independent parts run (:func:`evaluate`'s ``runner``): the Dask
+    runner of :mod:`caloforge.evaluation.distributed`, or None for this process, part by part."""
+
+    def share(self, value: Any) -> Any:
+        """``value`` (used by several parts) placed once where the parts run; a handle to it."""
+        ...
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Start ``fn(*args)``; a handle for :meth:`result`."""
+        ...
+
+    def result(self, handle: Any) -> Any:
+        """The value of a submitted part (waits for it; its exception is raised here)."""
+        ...
+
+
+#: The metric families of :func:`compare`, in the order it runs them: each is one part (one
+#: task) when a runner spreads the evaluation.
+COMPARE_FAMILIES = ("hist", "fpd", "kpd", "prdc", "cls-high", "cls-low", "cnn")
+
+
+def _compare_part(ref: ShowerFeatures, gen: ShowerFeatures, options: EvaluationOptions, binning: FeatureBinning,
+                  ref_counts: np.ndarray | None, gen_counts: np.ndarray | None, ref_low: np.ndarray | None,
+                  gen_low: np.ndarray | None, label: str, image_shape: tuple[int, int, int] | None,
+                  ref_voxels: np.ndarray | None, gen_voxels: np.ndarray | None,
+                  low_rows: tuple[np.ndarray | None, np.ndarray | None]) -> tuple[dict, dict]:
+    """One metric family of :func:`compare` (``options.metrics`` holds just it): (metrics, timing)."""
+    timing: dict[str, float] = {}
+    out = compare(ref, gen, options, binning, ref_counts, gen_counts, ref_low, gen_low, None, timing, label,
+                  image_shape, ref_voxels, gen_voxels, low_rows)
+    return out, timing
+
+
+def _submit_compare(runner: Runner, ref: Any, gen: ShowerFeatures, options: EvaluationOptions,
+                    binning: FeatureBinning, ref_counts: np.ndarray | None, gen_counts: np.ndarray | None,
+                    ref_low: Any, gen_low: np.ndarray | None, label: str,
+                    image_shape: tuple[int, int, int] | None, ref_voxels: Any, gen_voxels: np.ndarray | None,
+                    low_rows: tuple[np.ndarray | None, np.ndarray | None] = (None, None)) -> list:
+    """:func:`compare` as one part per metric family (each with the same seed as in one process);
+    ``ref``, ``ref_low``, ``ref_voxels`` may be handles of :meth:`Runner.share`. The handles, in
+    :data:`COMPARE_FAMILIES` order."""
+    gen = runner.share(gen)
+    if gen_low is not None and "cls-low" in options.metrics and "cnn" in options.metrics:
+        gen_low = runner.share(gen_low)  # used by two parts: placed once
+    handles = []
+    for fam in COMPARE_FAMILIES:
+        if fam not in options.metrics:
+            continue
+        low, vox, hist = fam in ("cls-low", "cnn"), fam == "prdc", fam == "hist"
+        handles.append(runner.submit(
+            _compare_part, ref, gen, replace(options, metrics=(fam,)), binning,
+            ref_counts if hist else None, gen_counts if hist else None, ref_low if low else None,
+            gen_low if low else None, label, image_shape if fam == "cnn" else None, ref_voxels if vox else None,
+            gen_voxels if vox else None, low_rows if low else (None, None)))
+    return handles
+
+
+def _collect(runner: Runner, handles: list, timing: dict, done: Callable[[], None]) -> dict:
+    """The metrics of :func:`_submit_compare`'s parts, merged in :func:`compare`'s key order."""
+    out: dict[str, Any] = {}
+    for h in handles:
+        part, t = runner.result(h)
+        out.update(part)
+        timing.update(t)
+        done()
+    return out
+
+
+def _finish_sample(item: tuple, ref: Sample, opts: EvaluationOptions, energy_edges: np.ndarray,
+                   binning: FeatureBinning, ref_energy: str, runner: Runner | None, timing: dict, notes: list[str],
+                   warnings_: list[str], blocks: list[dict], done: Callable[[], None] = lambda: None) -> None:
+    """A generated sample's block: its metrics (collected from ``runner`` if it ran there), the
+    per-energy-bin view, the incident-energy test, its notes and caveats."""
+    name, f, s, sample_notes, res = item
+    if runner is not None:
+        res = _collect(runner, res, timing, done)
+    notes.extend(sample_notes)
+    t = time.perf_counter()
+    res["energy_bins"] = _energy_binned(ref.features, s.features, energy_edges, opts, binning)
+    timing[f"{name}: energy_bins"] = round(time.perf_counter() - t, 3)
+    attrs = f.attrs
+    test = energy_spectrum_test(ref.features.e_inc, s.features.e_inc)
+    res["incident_energy_test"] = test
+    if test["p_value"] < ENERGY_SPECTRUM_P:
+        warnings_.append(_energy_warning(name, ref_energy, _energy_description(attrs), ref.features.e_inc,
+                                         s.features.e_inc, test))
+    notes.extend(_caveats(name, res, opts.classifier.max_epochs))
+    block = {"name": name, "files": s.files, "n_generated": f.n,
+             "provenance": {k: attrs[k] for k in ("generator", "caloforge_version", "seed", "model") if k in attrs},
+             **res}
+    blocks.append(block)
+
+
+def _finish_floor(floor: dict, fa: ShowerFeatures, fb: ShowerFeatures, opts: EvaluationOptions,
+                  energy_edges: np.ndarray, binning: FeatureBinning, source: dict, notes: list[str]) -> dict:
+    """The floor block from its metrics: sizes, label, caveats, per-energy-bin view, note."""
+    floor["n_reference_a"], floor["n_reference_b"] = len(fa), len(fb)
+    floor["label"] = source["floor_label"]
+    notes.extend(_caveats("floor", floor, opts.classifier.max_epochs))
+    floor["energy_bins"] = _energy_binned(fa, fb, energy_edges, opts, binning)
+    notes.append("floor: the reference split in two random halves and compared with the same metrics; "
+                 "its sample size is half the reference's, so it slightly overstates the true floor")
+    return floor
+
+
 def evaluate(
     reference: ShowerFile,
     generated: dict[str, ShowerFile],
     options: EvaluationOptions | None = None,
     progress: Progress | None = None,
+    runner: Runner | None = None,
 ) -> tuple[dict, dict[str, Any]]:
     """Evaluate every generated sample against ``reference``.
+
+    ``runner``: run the independent parts (each sample's metric families, the floor's, the
+    multiclass test) there, e.g. on a Dask cluster (:func:`caloforge.evaluation.distributed.
+    dask_runner`); the files are still read here, once. Same seeds, same metrics as without.
 
     Returns ``(results, context)``: the ``metrics.json`` dict and what the plots need (features,
     mean showers, binning).
@@ -577,74 +694,110 @@ def evaluate(
 
     energy_edges = np.asarray(opts.energy_bins, dtype=float) if opts.energy_bins else default_energy_edges(ref.features.e_inc)
 
-    blocks = []
+    blocks: list[dict] = []
     samples: dict[str, Sample] = {}
     ref_attrs = reference.attrs
     source = reference_source(ref_attrs)
     ref_energy = _energy_description(ref_attrs)
     warnings_: list[str] = []
+    # With a runner (Dask) every comparison is submitted as soon as its inputs are read and the
+    # results are collected afterwards, in the same order as the single-process run.
+    shared: dict[str, Any] = {}
+    if runner is not None:
+        shared = {"features": runner.share(ref.features), "counts": ref_counts,
+                  "low": None if ref.low_level is None else runner.share(ref.low_level),
+                  "voxels": None if ref.prdc_voxels is None else runner.share(ref.prdc_voxels)}
+    pending: list[tuple[str, ShowerFile, Sample, list[str], Any]] = []
     for name, f in generated.items():
         t = time.perf_counter()
         rows = None
+        sample_notes: list[str] = []
         if want_low:
             rows, note = _cls_rows(f.n, g.n_voxels, n_samples, opts.cls_max_showers, rng)
             if note:
-                notes.append(f"{name}: {note}")
+                sample_notes.append(f"{name}: {note}")
         s = gather(f, name, thr, rows, binning.voxel_energy, progress, prdc_rows=prdc_rows(f.n))
         samples[name] = s
         timing[f"{name}: read"] = round(time.perf_counter() - t, 3)
-        res = compare(ref.features, s.features, opts, binning, ref_counts, s.voxel_counts, ref.low_level,
-                      s.low_level, progress, timing, f"{name}: ", image_shape, ref.prdc_voxels, s.prdc_voxels)
-        t = time.perf_counter()
-        res["energy_bins"] = _energy_binned(ref.features, s.features, energy_edges, opts, binning)
-        timing[f"{name}: energy_bins"] = round(time.perf_counter() - t, 3)
-        attrs = f.attrs
-        test = energy_spectrum_test(ref.features.e_inc, s.features.e_inc)
-        res["incident_energy_test"] = test
-        if test["p_value"] < ENERGY_SPECTRUM_P:
-            warnings_.append(_energy_warning(name, ref_energy, _energy_description(attrs), ref.features.e_inc,
-                                             s.features.e_inc, test))
-        notes.extend(_caveats(name, res, opts.classifier.max_epochs))
-        block = {"name": name, "files": s.files, "n_generated": f.n,
-                 "provenance": {k: attrs[k] for k in ("generator", "caloforge_version", "seed", "model") if k in attrs},
-                 **res}
-        blocks.append(block)
+        if runner is None:
+            res: Any = compare(ref.features, s.features, opts, binning, ref_counts, s.voxel_counts, ref.low_level,
+                               s.low_level, progress, timing, f"{name}: ", image_shape, ref.prdc_voxels,
+                               s.prdc_voxels)
+        else:
+            res = _submit_compare(runner, shared["features"], s.features, opts, binning, ref_counts,
+                                  s.voxel_counts, shared["low"], s.low_level, f"{name}: ", image_shape,
+                                  shared["voxels"], s.prdc_voxels)
+        pending.append((name, f, s, sample_notes, res))
         if ref.low_level is not None:
-            s.low_level = None  # free memory before the next sample
+            s.low_level = None  # free memory before the next sample (a runner holds its own copy)
         s.prdc_voxels = None
+        if runner is None:
+            _finish_sample(pending.pop(), ref, opts, energy_edges, binning, ref_energy, None, timing,
+                           notes, warnings_, blocks)
 
-    floor = None
+    floor: Any = None
+    floor_halves: tuple[ShowerFeatures, ShowerFeatures] | None = None
     if half is not None:
         t = time.perf_counter()
-        fa, fb = ref.features.select(half), ref.features.select(~half)
-        low_a = low_b = None
-        if ref.low_level is not None:
+        fa, fb = floor_halves = ref.features.select(half), ref.features.select(~half)
+        low_rows: tuple[np.ndarray | None, np.ndarray | None] = (None, None)
+        if ref.low_level is not None and ref.low_level_rows is not None:
+            # both halves index the reference's low-level array: no copy of either half
             in_a = half[ref.low_level_rows]
-            low_a, low_b = ref.low_level[in_a], ref.low_level[~in_a]
+            low_rows = (np.flatnonzero(in_a), np.flatnonzero(~in_a))
         vox_a = vox_b = None
         if ref.prdc_voxels is not None and ref.prdc_rows is not None:
             in_a = half[ref.prdc_rows]
             vox_a, vox_b = ref.prdc_voxels[in_a], ref.prdc_voxels[~in_a]
-        floor = compare(fa, fb, opts, binning, floor_counts.get("a"), floor_counts.get("b"), low_a, low_b,
-                        progress, timing, "floor: ", image_shape, vox_a, vox_b)
-        floor["n_reference_a"], floor["n_reference_b"] = len(fa), len(fb)
-        floor["label"] = source["floor_label"]
-        notes.extend(_caveats("floor", floor, opts.classifier.max_epochs))
-        floor["energy_bins"] = _energy_binned(fa, fb, energy_edges, opts, binning)
-        timing["floor"] = round(time.perf_counter() - t, 3)
-        notes.append("floor: the reference split in two random halves and compared with the same metrics; "
-                     "its sample size is half the reference's, so it slightly overstates the true floor")
+        if runner is None:
+            floor = compare(fa, fb, opts, binning, floor_counts.get("a"), floor_counts.get("b"), ref.low_level,
+                            ref.low_level, progress, timing, "floor: ", image_shape, vox_a, vox_b, low_rows)
+            floor = _finish_floor(floor, fa, fb, opts, energy_edges, binning, source, notes)
+            timing["floor"] = round(time.perf_counter() - t, 3)
+        else:
+            floor = _submit_compare(runner, fa, fb, opts, binning, floor_counts.get("a"), floor_counts.get("b"),
+                                    shared["low"], shared["low"], "floor: ", image_shape, vox_a, vox_b, low_rows)
 
-    multiclass = None
+    multiclass: Any = None
     if "multiclass" in opts.metrics:
         t = time.perf_counter()
-        multiclass = _multiclass(ref.features, {n: s.features for n, s in samples.items()}, half, opts, progress)
+        sample_features = {n: s.features for n, s in samples.items()}
+        if runner is None:
+            multiclass = _multiclass(ref.features, sample_features, half, opts, progress)
+            timing["multiclass"] = round(time.perf_counter() - t, 3)
+        else:
+            multiclass = runner.submit(_multiclass, shared["features"], sample_features, half, opts, None)
+
+    if runner is not None:  # collect, in the order of the single-process run
+        total = sum(len(p[4]) for p in pending) + (len(floor) if floor is not None else 0) + (multiclass is not None)
+        done = [0]
+
+        def collected() -> None:
+            done[0] += 1
+            if progress:
+                progress("evaluation parts (dask)", done[0], total)
+
+        if progress:
+            progress("evaluation parts (dask)", 0, total)
+        for item in pending:
+            _finish_sample(item, ref, opts, energy_edges, binning, ref_energy, runner, timing, notes, warnings_,
+                           blocks, collected)
+        if floor is not None and floor_halves is not None:
+            floor = _finish_floor(_collect(runner, floor, timing, collected), *floor_halves, opts, energy_edges,
+                                  binning, source, notes)
+        if multiclass is not None:
+            t = time.perf_counter()
+            multiclass = runner.result(multiclass)
+            collected()
+
+    if multiclass is not None:
         for block in blocks:
             block["multiclass_log_posterior"] = multiclass["log_posterior"][multiclass_key(block["name"])]
         if floor is not None:
             floor["multiclass_log_posterior"] = multiclass["log_posterior"][FLOOR_CLASS]
         notes.extend(_caveats("multiclass", {"multiclass": multiclass}, opts.classifier.max_epochs))
-        timing["multiclass"] = round(time.perf_counter() - t, 3)
+        if runner is not None:
+            timing["multiclass"] = round(time.perf_counter() - t, 3)
 
     results: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
