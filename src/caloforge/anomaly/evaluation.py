@@ -32,6 +32,7 @@ import numpy as np
 
 from caloforge._atomic import atomic_write_text
 from caloforge.errors import InputError
+from caloforge.evaluation.report import REPORT_CSS
 
 __all__ = [
     "AnomalyEvaluation",
@@ -228,16 +229,9 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
-_CSS = """
-body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222;max-width:1400px}
-h1{font-size:1.6em;margin-bottom:0} h2{border-bottom:1px solid #ccc;padding-bottom:4px;margin-top:32px}
-.sub{color:#666;margin-top:4px}
-table{border-collapse:collapse;margin:8px 0 16px 0;font-size:0.92em}
-th,td{border:1px solid #ddd;padding:4px 10px;text-align:right} th{background:#f3f3f3}
-td.l,th.l{text-align:left} tr.all td{font-weight:600}
-.note{color:#666;font-size:0.9em} .warn{color:#b42318}
-.grid{display:flex;flex-wrap:wrap;gap:12px} .grid figure{margin:0;width:100%;max-width:1000px}
-.grid img{width:100%;border:1px solid #eee} figcaption{font-size:0.85em;color:#555}
+# The evaluation report's stylesheet, with this page's own rules (an "all" row in bold, wide figures).
+_CSS = REPORT_CSS + """
+tr.all td{font-weight:600} .grid figure{width:100%;max-width:1000px}
 """
 
 

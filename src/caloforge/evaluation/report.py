@@ -15,7 +15,8 @@ from typing import Any
 from caloforge._atomic import atomic_write_text
 from caloforge.evaluation.published import published_results
 
-_CSS = """
+#: The stylesheet of every caloforge HTML page (evaluation, anomaly, unfolding reports).
+REPORT_CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222;max-width:1400px}
 h1{font-size:1.6em;margin-bottom:0} h2{border-bottom:1px solid #ccc;padding-bottom:4px;margin-top:32px}
 .sub{color:#666;margin-top:4px}
@@ -264,7 +265,7 @@ def write_report(
     blocks = results.get("generated", [])
     floor = results.get("floor")
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-             f"<style>{_CSS}</style></head><body>"]
+             f"<style>{REPORT_CSS}</style></head><body>"]
     parts.append(f"<h1>{html.escape(title)}</h1>")
     ref = results.get("reference", {})
     parts.append(

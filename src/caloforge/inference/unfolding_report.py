@@ -192,7 +192,7 @@ def plot_unfolding(u: Unfolding, path: Path, title: str = "") -> Path:
 def write_html(u: Unfolding, png: Path, path: Path) -> Path:
     """A small self-contained page in the style of the evaluation report."""
     from caloforge._atomic import atomic_write_text
-    from caloforge.evaluation.report import _CSS, _img
+    from caloforge.evaluation.report import REPORT_CSS, _img
 
     rows = []
     for i in range(len(u.edges) - 1):
@@ -211,7 +211,7 @@ def write_html(u: Unfolding, png: Path, path: Path) -> Path:
                    f"{c['bins_used']} bins, within 2σ in {c['omnifold_bins_within_2sigma']}.</p>")
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in u.result.notes()) or "<li>no weight clipped</li>"
     page = (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>caloforge unfold</title><style>{_CSS}</style></head>"
+        f"<!doctype html><html><head><meta charset='utf-8'><title>caloforge unfold</title><style>{REPORT_CSS}</style></head>"
         f"<body><h1>Unfolded incident-energy spectrum</h1><p class='sub'>sim {html.escape(str(u.info.get('sim', '')))}"
         f" ({u.info.get('n_sim', 0):,} showers) → data {html.escape(str(u.info.get('data', '')))} "
         f"({u.info.get('n_data', 0):,} showers); OmniFold {u.result.config.get('iterations')} iterations, "
