@@ -188,6 +188,7 @@ def load_model(directory: str | Path, device: str | torch.device = "cpu") -> Sho
     except (TypeError, ValueError, OverflowError, RuntimeError) as exc:
         raise InputError(f"cannot build model {meta['model']!r} from this config ({type(exc).__name__}: {exc})",
                          cfg) from None
-    _check_tensors(state, model.state_dict(), weights)
+    if skeleton is None:  # checked against the skeleton already otherwise (same config, same shapes)
+        _check_tensors(state, model.state_dict(), weights)
     model.load_state_dict(state, strict=True)
     return model.to(device).eval()
