@@ -250,7 +250,7 @@ def test_cli_bad_inputs_give_one_line(files, tmp_path):
     d = files
     cases = [
         # a model with neither a likelihood nor a score of its own
-        (["anomaly", "score", "ds2-electrons", str(d / "bkg.h5"), "-o", str(tmp_path / "x.h5")], "neither"),
+        (["anomaly", "score", "ds2-electrons-cfm", str(d / "bkg.h5"), "-o", str(tmp_path / "x.h5")], "neither"),
         # a likelihood asked of a model without one
         (["anomaly", "score", str(d / "pair"), str(d / "bkg.h5"), "--kind", "likelihood", "-o", str(tmp_path / "x.h5")],
          "has no likelihood"),

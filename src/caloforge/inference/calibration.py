@@ -32,6 +32,7 @@ import copy
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ import torch
 from torch import Tensor
 
 from caloforge.errors import InputError
-from caloforge.models.capabilities import HasLikelihood
+from caloforge.models.capabilities import HasLikelihood, ProfilesLikelihood
 
 __all__ = [
     "CalibrationConfig",
@@ -223,18 +224,27 @@ def _energy_range(model: object, config: CalibrationConfig) -> tuple[float, floa
 
 
 # -------------------------------------------------------------------------------- the fit
+def _log_prob_at(model: HasLikelihood, showers: Tensor, e_inc: Tensor) -> Tensor:
+    return model.log_prob(e_inc, showers)
+
+
 class _LogLik:
     """lnL(t) for a batch of showers at one log-energy per shower; counts the calls."""
 
     def __init__(self, model: HasLikelihood, showers: Tensor):
-        self.model = model
         self.showers = showers
         self.calls = 0
+        self.of_energy: Callable[[Tensor], Tensor]
+        if isinstance(model, ProfilesLikelihood):  # the energy-independent work done once
+            with torch.no_grad():
+                self.of_energy = model.likelihood_of_energy(showers)
+        else:
+            self.of_energy = partial(_log_prob_at, model, showers)
 
     def __call__(self, t: Tensor) -> Tensor:
         self.calls += 1
         with torch.no_grad():
-            out = self.model.log_prob(torch.exp(t), self.showers).to(torch.float64)
+            out = self.of_energy(torch.exp(t)).to(torch.float64)
         return torch.where(torch.isfinite(out), out, torch.full_like(out, -torch.inf))
 
 

@@ -18,6 +18,8 @@ capability              what it gives                                      used 
 :class:`SolverSteps`       sampling integrates an ODE in a chosen number     ``generate --steps``,
                            of steps                                         export
 :class:`HasLikelihood`     ``log_prob(e_inc, showers)``                      anomaly scores, calibration
+:class:`ProfilesLikelihood` ``likelihood_of_energy(showers)``: the likelihood  ``caloforge calibrate``
+                           as a function of E_inc, fixed work done once
 :class:`EstimatesLikelihood` ``log_prob_estimate``: the likelihood with its       ``caloforge anomaly``
                            standard error per shower (stochastic estimators)
 :class:`Distills`          learns from a teacher model                      the contract test, training
@@ -34,7 +36,7 @@ capability              what it gives                                      used 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
@@ -48,6 +50,7 @@ __all__ = [
     "HasLikelihood",
     "NoiseMap",
     "OwnsTrainingStep",
+    "ProfilesLikelihood",
     "SolverSteps",
     "TrainableByLoss",
     "capabilities",
@@ -128,6 +131,15 @@ class HasLikelihood(Protocol):
 
 
 @runtime_checkable
+class ProfilesLikelihood(Protocol):
+    """``likelihood_of_energy(showers)``: ``log_prob(., showers)`` as a function of the incident
+    energies alone, with the work that does not depend on them done once (energy calibration
+    evaluates the likelihood of the same showers at ~100 energies each)."""
+
+    def likelihood_of_energy(self, showers: Tensor) -> Callable[[Tensor], Tensor]: ...
+
+
+@runtime_checkable
 class EstimatesLikelihood(Protocol):
     """``log_prob`` is itself an estimate (e.g. Hutchinson's trace estimator along an ODE):
     ``log_prob_estimate(e_inc, showers, options)`` returns it (B,) with its standard error per
@@ -167,6 +179,7 @@ _MEMBERS: dict[str, tuple[str, ...]] = {
     "HasLikelihood": ("log_prob",),
     "NoiseMap": ("noise_shapes", "draw_noise", "sample_from_noise", "graph_options"),
     "OwnsTrainingStep": ("configure_optimizers", "training_step", "loss"),
+    "ProfilesLikelihood": ("likelihood_of_energy",),
     "SolverSteps": ("solver_options",),
     "TrainableByLoss": ("loss",),
 }
