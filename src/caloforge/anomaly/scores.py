@@ -101,7 +101,7 @@ class LikelihoodScore(Score):
     def __init__(self, model: ShowerModel, name: str = "nll", options: Any = None):
         if not isinstance(model, HasLikelihood):
             raise InputError(f"model {model.name!r} has no likelihood (it does not implement log_prob; a one-step "
-                             "map such as cfm-student has no tractable one); models with one: voxel-lognormal, cfm; "
+                             "map such as cfm-student has no tractable one); models with one: copula, voxel-lognormal, cfm; "
                              "or use a model with its own anomaly score (ae, ae-pair)")
         if options is not None and not isinstance(model, EstimatesLikelihood):
             raise InputError(f"model {model.name!r} computes its likelihood exactly: it takes no estimator options")

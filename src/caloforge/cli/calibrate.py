@@ -13,7 +13,7 @@ from caloforge.errors import InputError
 
 def calibrate(
     model: str = typer.Argument(..., help="A model with a likelihood: run folder, model folder or shipped name "
-                                "(e.g. voxel-lognormal-ds2)."),
+                                "(e.g. ds2-electrons, the default Gaussian copula, or voxel-lognormal-ds2)."),
     file: Path = typer.Argument(..., help="CaloChallenge HDF5 file of showers to calibrate."),
     output: Path = typer.Option(..., "--output", "-o", help="Output HDF5 file (E_hat, sigma, 68% interval, flags)."),
     n: int | None = typer.Option(None, "--n", "-n", help="Calibrate only the first N showers."),
@@ -26,7 +26,7 @@ def calibrate(
 ) -> None:
     """Maximum-likelihood energy calibration: E_hat = argmax_E log p(shower | E) for every shower.
 
-    Example: caloforge calibrate voxel-lognormal-ds2 showers.h5 -o calib.h5 --n 1000 --threads 1
+    Example: caloforge calibrate ds2-electrons showers.h5 -o calib.h5 --n 1000 --threads 1
     """
     _run(model, file, output, n, start, preset, e_min, e_max, batch_size, threads)
 
