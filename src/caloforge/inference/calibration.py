@@ -23,7 +23,10 @@ well the model describes p(shower | E). A maximum (or an interval end) within ``
 the range's edge is flagged (``at_boundary``): the likelihood may peak outside the range.
 
 Cost: ``grid_points + ~log(grid cell / tolerance) / log(1.618) + ~2 x (3 + bisection_steps)``
-likelihood evaluations per shower (about 70 with the defaults).
+likelihood evaluations per shower (about 70 with the defaults). A model that gives its likelihood
+as a function of the energy alone (:class:`~caloforge.models.capabilities.ProfilesLikelihood`,
+e.g. the Gaussian copula, whose voxel terms do not depend on E) does the rest of the work once
+per shower.
 """
 
 from __future__ import annotations
