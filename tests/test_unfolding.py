@@ -181,8 +181,13 @@ def test_cli_unfold_writes_weights_spectrum_and_page(tmp_path):
     assert {p.name for p in out.iterdir()} >= {"weights.h5", "spectrum.json", "spectrum.png", "index.html"}
     d = json.loads((out / "spectrum.json").read_text())
     assert len(d["omnifold"]) == 4 and sum(d["truth"]) == 200 and d["closure"]["bins_used"] >= 1
+    assert d["bootstrap"] == "data + sim" and d["features"] == "etot" and len(d["omnifold_diff_sigma"]) == 4
+    assert "omnifold_chi2_diff" in d["closure"] and d["omnifold_seed_sigma"] is None  # the fast preset: no seeds
     # the data sit at low energies: the unfolded spectrum moves there from the sim's flat prior
     assert d["omnifold"][0] > d["sim_prior"][0] and d["omnifold"][-1] < d["sim_prior"][-1]
     res = CliRunner().invoke(app, ["unfold", "--sim", str(tmp_path / "nope.h5"), "--data", str(tmp_path / "data.h5"),
                                    "-o", str(out)])
     assert res.exit_code == 2 and "not found" in res.output
+    res = CliRunner().invoke(app, ["unfold", "--sim", str(tmp_path / "sim.h5"), "--data", str(tmp_path / "data.h5"),
+                                   "--features", "voxels", "-o", str(tmp_path / "unf2")])
+    assert res.exit_code == 2 and "features must be one of" in res.output

@@ -224,28 +224,39 @@ def write_html(u: Unfolding, png: Path, path: Path) -> Path:
     from caloforge.evaluation.report import REPORT_CSS, _img
 
     rows = []
+    seeds = u.omnifold_seed_sigma
     for i in range(len(u.edges) - 1):
         cells = [f"{u.edges[i] / 1e3:.3g}–{u.edges[i + 1] / 1e3:.3g}", f"{u.sim_prior[i]:.1f}",
-                 f"{u.omnifold[i]:.1f} ± {u.omnifold_sigma[i]:.1f}", f"{u.ibu[i]:.1f} ± {u.ibu_sigma[i]:.1f}"]
+                 f"{u.omnifold[i]:.1f} ± {u.omnifold_sigma[i]:.1f}"]
+        if seeds is not None:
+            cells.append(f"{seeds[i]:.1f}")
+        cells.append(f"{u.ibu[i]:.1f} ± {u.ibu_sigma[i]:.1f}")
         if u.truth is not None:
             cells.append(f"{u.truth[i]:.0f}")
         rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
-    head = ["E_inc [GeV]", "sim prior", "OmniFold", "IBU"] + (["truth"] if u.truth is not None else [])
+    head = (["E_inc [GeV]", "sim prior", "OmniFold"] + (["seed σ"] if seeds is not None else []) + ["IBU"]
+            + (["truth"] if u.truth is not None else []))
     c = u.closure()
     verdict = ""
     if c is not None:
         verdict = (f"<p>Closure (bins with ≥ {c['min_count']:.0f} truth showers): OmniFold χ²/ndf = "
                    f"{c['omnifold_chi2']:.1f}/{c['omnifold_ndf']}, IBU χ²/ndf = {c['ibu_chi2']:.1f}/{c['ibu_ndf']} "
                    f"(bootstrap σ); OmniFold within 1σ of the truth in {c['omnifold_bins_within_1sigma']} of "
-                   f"{c['bins_used']} bins, within 2σ in {c['omnifold_bins_within_2sigma']}.</p>")
+                   f"{c['bins_used']} bins, within 2σ in {c['omnifold_bins_within_2sigma']}.")
+        if "omnifold_chi2_diff" in c:
+            verdict += (f" Against the bootstrap spread of (unfolded − truth), which share the data's fluctuations: "
+                        f"OmniFold χ² = {c['omnifold_chi2_diff']:.1f}, IBU {c['ibu_chi2_diff']:.1f}.")
+        verdict += "</p>"
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in u.result.notes()) or "<li>no weight clipped</li>"
     page = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>caloforge unfold</title><style>{REPORT_CSS}</style></head>"
         f"<body><h1>Unfolded incident-energy spectrum</h1><p class='sub'>sim {html.escape(str(u.info.get('sim', '')))}"
         f" ({u.info.get('n_sim', 0):,} showers) → data {html.escape(str(u.info.get('data', '')))} "
         f"({u.info.get('n_data', 0):,} showers); OmniFold {u.result.config.get('iterations')} iterations, "
-        f"{u.info.get('n_bootstrap')} bootstrap replicas; IBU on {html.escape(str(u.info.get('ibu_observable')))}</p>"
-        f"{verdict}<div class='grid'><figure>{_img(png)}<figcaption>bands: bootstrap ±1σ</figcaption></figure></div>"
+        f"features {html.escape(str(u.info.get('features')))}; {u.info.get('n_bootstrap')} bootstrap replicas "
+        f"({html.escape(str(u.info.get('bootstrap')))} resampled), {u.info.get('n_seeds')} classifier seeds; "
+        f"IBU on {html.escape(str(u.info.get('ibu_observable')))}</p>"
+        f"{verdict}<div class='grid'><figure>{_img(png)}<figcaption>bands: bootstrap ±1σ ({html.escape(str(u.info.get('bootstrap')))} resampled)</figcaption></figure></div>"
         f"<h2>Per bin</h2><table><tr>{''.join(f'<th>{h}</th>' for h in head)}</tr>{''.join(rows)}</table>"
         f"<h2>Weights</h2><ul class='note'>{notes}</ul></body></html>"
     )
