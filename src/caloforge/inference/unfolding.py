@@ -54,9 +54,9 @@ __all__ = [
     "UnfoldingError",
     "bootstrap",
     "detector_features",
-    "seed_ensemble",
     "ibu",
     "omnifold",
+    "seed_ensemble",
     "spectrum",
 ]
 
@@ -113,8 +113,8 @@ class OmniFoldConfig:
 
         Chosen by the closure study (``benchmarks/unfolding_study.py``) on three splits of the
         Geant4 showers: early stopping (on a 20% validation split, 10 rounds without gain)
-        smoothed the result (bands narrower than the data's Poisson spread, truth outside them)
-        and made it depend on the seed; the 45 layer energies and the shape variables closed
+        smoothed the result (bands narrower than the data's Poisson spread) and made it depend
+        on the seed; the 45 layer energies and the shape variables closed
         worse than log10 E_tot alone with ~1,200 data showers."""
         return replace(cls(), **changes)
 
