@@ -17,7 +17,10 @@ def unfold(
     output: Path = typer.Option(..., "--output", "-o", help="Output folder: weights.h5, spectrum.json, spectrum.png, index.html."),
     iterations: int = typer.Option(4, "--iterations", help="OmniFold (and IBU) iterations."),
     bins: int = typer.Option(12, "--bins", help="Log-spaced bins of the unfolded spectrum (over the sim's energies)."),
-    bootstrap: int = typer.Option(10, "--bootstrap", help="Bootstrap replicas for the uncertainty bands (0: none)."),
+    bootstrap: int | None = typer.Option(None, "--bootstrap", help="Bootstrap replicas for the uncertainty bands, data and sim resampled (0: none; default: the preset's)."),
+    data_only: bool = typer.Option(False, "--bootstrap-data-only", help="Resample only the data in the bootstrap (default: data and sim)."),
+    seeds: int | None = typer.Option(None, "--seeds", help="Extra unfoldings with other classifier seeds, to report the classifiers' own spread (default: the preset's)."),
+    features: str | None = typer.Option(None, "--features", help="Detector-level features: full (E_tot + 45 layer energies + r shape), compact (E_tot + depth/lateral shape), etot (default: the preset's)."),
     closure: bool = typer.Option(False, "--closure", help="Closure test: compare with the data file's stored incident energies."),
     preset: str = typer.Option("default", "--preset", help="default (2-fold cross-fitting) or fast (no cross-fitting, smaller classifiers)."),
     max_showers: int | None = typer.Option(None, "--max-showers", help="Use at most the first N showers of each file."),
@@ -28,12 +31,14 @@ def unfold(
 
     Example: caloforge unfold --sim train.h5 --data measured.h5 --iterations 4 -o unfolded/
     """
-    _run(sim, data, output, iterations, bins, bootstrap, closure, preset, max_showers, seed, threads)
+    _run(sim, data, output, iterations, bins, bootstrap, data_only, seeds, features, closure, preset, max_showers,
+         seed, threads)
 
 
 @user_errors
-def _run(sim: Path, data: Path, output: Path, iterations: int, bins: int, n_boot: int, closure: bool, preset: str,
-         max_showers: int | None, seed: int, threads: int | None) -> None:
+def _run(sim: Path, data: Path, output: Path, iterations: int, bins: int, n_boot: int | None, data_only: bool,
+         seeds: int | None, features: str | None, closure: bool, preset: str, max_showers: int | None, seed: int,
+         threads: int | None) -> None:
     for p in (sim, data):
         if not p.is_file():
             raise InputError("file not found", p)
@@ -49,7 +54,11 @@ def _run(sim: Path, data: Path, output: Path, iterations: int, bins: int, n_boot
     from caloforge.inference.unfolding_report import unfold_files, write_unfolding
 
     make = OmniFoldConfig.fast if preset == "fast" else OmniFoldConfig.default
-    cfg = make(iterations=iterations, n_bootstrap=n_boot, seed=seed)
+    changes: dict[str, object] = {"iterations": iterations, "seed": seed, "bootstrap_sim": not data_only}
+    for key, value in (("n_bootstrap", n_boot), ("n_seeds", seeds), ("features", features)):
+        if value is not None:
+            changes[key] = value
+    cfg = make(**changes)
     use_threads(threads)
     with progress_bar() as bar:
         tasks: dict[str, object] = {}
@@ -69,3 +78,6 @@ def _run(sim: Path, data: Path, output: Path, iterations: int, bins: int, n_boot
         typer.echo(f"closure (bins with >= {c['min_count']:.0f} showers): OmniFold chi2/ndf "
                    f"{c['omnifold_chi2']:.1f}/{c['omnifold_ndf']}, IBU {c['ibu_chi2']:.1f}/{c['ibu_ndf']}; "
                    f"OmniFold within its 1-sigma band in {c['omnifold_bins_within_1sigma']}/{c['bins_used']} bins")
+        if "omnifold_chi2_diff" in c:
+            typer.echo(f"  against the bootstrap spread of (unfolded - truth): OmniFold chi2 {c['omnifold_chi2_diff']:.1f}, "
+                       f"IBU {c['ibu_chi2_diff']:.1f}")

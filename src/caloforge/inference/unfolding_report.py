@@ -24,6 +24,7 @@ from caloforge.inference.unfolding import (
     ibu,
     log_edges,
     omnifold,
+    seed_ensemble,
     spectrum,
     write_weights,
 )
@@ -36,7 +37,13 @@ MIN_COUNT = 50
 @dataclass
 class Unfolding:
     """Everything :func:`unfold_files` computed; ``truth`` only for a closure test (the data's
-    stored incident energies; for real data these do not exist)."""
+    stored incident energies; for real data these do not exist).
+
+    ``*_sigma``: the bootstrap spread (data and sim resampled, see
+    :func:`~caloforge.inference.unfolding.bootstrap`); ``omnifold_seed_sigma``: the spread over
+    classifier seeds alone (None without ``n_seeds``); ``*_diff_sigma`` (closure only): the
+    bootstrap spread of (unfolded - truth), both made of the same resampled data events.
+    """
 
     edges: np.ndarray
     sim_prior: np.ndarray
@@ -48,25 +55,34 @@ class Unfolding:
     result: OmniFoldResult
     sim_energies: np.ndarray
     truth: np.ndarray | None = None
+    omnifold_seed_sigma: np.ndarray | None = None
+    omnifold_diff_sigma: np.ndarray | None = None
+    ibu_diff_sigma: np.ndarray | None = None
     info: dict[str, Any] = field(default_factory=dict)
 
     def closure(self, min_count: float = MIN_COUNT) -> dict[str, Any] | None:
         """chi2/ndf of OmniFold and IBU against the truth (bins with >= min_count truth showers)
-        and whether OmniFold lies within its bootstrap band there."""
+        and whether OmniFold lies within its bootstrap band there; with the replicas' truth,
+        also chi2 and pulls against the spread of (unfolded - truth) (``*_diff``)."""
         if self.truth is None:
             return None
         c_of, n_of = chi2(self.omnifold, self.truth, self.omnifold_sigma, min_count)
         c_ib, n_ib = chi2(self.ibu, self.truth, self.ibu_sigma, min_count)
         use = self.truth >= min_count
-        within = np.abs(self.omnifold - self.truth) <= self.omnifold_sigma
-        return {
+        dev = np.abs(self.omnifold - self.truth)
+        out: dict[str, Any] = {
             "min_count": min_count,
             "omnifold_chi2": c_of, "omnifold_ndf": n_of, "omnifold_chi2_ndf": c_of / max(n_of, 1),
             "ibu_chi2": c_ib, "ibu_ndf": n_ib, "ibu_chi2_ndf": c_ib / max(n_ib, 1),
-            "omnifold_bins_within_1sigma": int(np.sum(within & use)), "bins_used": int(use.sum()),
-            "omnifold_bins_within_2sigma": int(np.sum((np.abs(self.omnifold - self.truth) <= 2 * self.omnifold_sigma)
-                                                      & use)),
+            "omnifold_bins_within_1sigma": int(np.sum((dev <= self.omnifold_sigma) & use)), "bins_used": int(use.sum()),
+            "omnifold_bins_within_2sigma": int(np.sum((dev <= 2 * self.omnifold_sigma) & use)),
         }
+        if self.omnifold_diff_sigma is not None and self.ibu_diff_sigma is not None:
+            cd_of, _ = chi2(self.omnifold, self.truth, self.omnifold_diff_sigma, min_count)
+            cd_ib, _ = chi2(self.ibu, self.truth, self.ibu_diff_sigma, min_count)
+            out.update({"omnifold_chi2_diff": cd_of, "ibu_chi2_diff": cd_ib,
+                        "omnifold_bins_within_1sigma_diff": int(np.sum((dev <= self.omnifold_diff_sigma) & use))})
+        return out
 
     def as_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -78,6 +94,9 @@ class Unfolding:
             "omnifold_per_iteration": self.omnifold_iterations.tolist(),
             "ibu": self.ibu.tolist(),
             "ibu_sigma": self.ibu_sigma.tolist(),
+            "omnifold_seed_sigma": None if self.omnifold_seed_sigma is None else self.omnifold_seed_sigma.tolist(),
+            "omnifold_diff_sigma": None if self.omnifold_diff_sigma is None else self.omnifold_diff_sigma.tolist(),
+            "ibu_diff_sigma": None if self.ibu_diff_sigma is None else self.ibu_diff_sigma.tolist(),
             "truth": None if self.truth is None else self.truth.tolist(),
             "closure": self.closure(),
             "clipped_weights": [list(c) for c in self.result.clipped],
@@ -88,14 +107,15 @@ class Unfolding:
         return out
 
 
-def _features_of(path: Path, max_showers: int | None, progress: Progress | None, name: str) -> tuple[np.ndarray, np.ndarray]:
+def _features_of(path: Path, max_showers: int | None, progress: Progress | None, name: str,
+                 kind: str = "full") -> tuple[np.ndarray, np.ndarray]:
     from caloforge.data import open_showers
 
     file = open_showers(path)
     stop = file.n if max_showers is None else min(max_showers, file.n)
     feats, energies = [], []
     for e, s in file.iter_chunks(start=0, stop=stop):
-        feats.append(detector_features(e, s, file.geometry))
+        feats.append(detector_features(e, s, file.geometry, kind))
         energies.append(e)
         if progress:
             progress(f"features of {name}", sum(len(x) for x in energies), stop)
@@ -124,17 +144,26 @@ def unfold_arrays(
     r_edges = np.linspace(q[0], q[1], 2 * bins + 1)
     ib = ibu(t, s_obs, d_obs, np.log(edges), r_edges, config.iterations)
     reps = bootstrap(t, sim_features, data_features, np.log(edges), config,
-                     ibu_reco=(s_obs, d_obs, r_edges), progress=progress)
-    nan = np.full(bins, math.nan)
-    sig_of = reps["omnifold"].std(axis=0, ddof=1) if "omnifold" in reps and len(reps["omnifold"]) > 1 else nan
-    sig_ib = reps["ibu"].std(axis=0, ddof=1) if "ibu" in reps and len(reps["ibu"]) > 1 else nan
+                     ibu_reco=(s_obs, d_obs, r_edges), progress=progress,
+                     data_truth=None if data_energies is None else np.log(data_energies))
+    seeds = seed_ensemble(t, sim_features, data_features, np.log(edges), config, progress=progress)
+
+    def spread(a: np.ndarray | None) -> np.ndarray:
+        return a.std(axis=0, ddof=1) if a is not None and len(a) > 1 else np.full(bins, math.nan)
+
+    closure = data_energies is not None and "truth" in reps
     prior = spectrum(sim_energies, None, edges) * len(data_features) / len(sim_energies)
     return Unfolding(
-        edges=edges, sim_prior=prior, omnifold=per_iter[-1], omnifold_sigma=sig_of, omnifold_iterations=per_iter,
-        ibu=ib.final, ibu_sigma=sig_ib, result=res, sim_energies=sim_energies,
+        edges=edges, sim_prior=prior, omnifold=per_iter[-1], omnifold_sigma=spread(reps.get("omnifold")),
+        omnifold_iterations=per_iter, ibu=ib.final, ibu_sigma=spread(reps.get("ibu")), result=res,
+        sim_energies=sim_energies,
         truth=None if data_energies is None else spectrum(data_energies, None, edges),
+        omnifold_seed_sigma=spread(seeds) if len(seeds) > 1 else None,
+        omnifold_diff_sigma=spread(reps["omnifold"] - reps["truth"]) if closure else None,
+        ibu_diff_sigma=spread(reps["ibu"] - reps["truth"]) if closure else None,
         info={"n_sim": len(sim_energies), "n_data": len(data_features), "n_bootstrap": config.n_bootstrap,
-              "ibu_observable": "log10 E_tot", "ibu_reco_bins": len(r_edges) - 1},
+              "n_seeds": config.n_seeds, "bootstrap": "data + sim" if config.bootstrap_sim else "data only",
+              "features": config.features, "ibu_observable": "log10 E_tot", "ibu_reco_bins": len(r_edges) - 1},
     )
 
 
@@ -151,8 +180,8 @@ def unfold_files(
         raise InputError(f"has {fd.n_voxels} voxels per shower but the sim file {sim} has {fs.n_voxels}", data)
     if bins < 2:
         raise InputError("--bins must be at least 2")
-    es, xs = _features_of(Path(sim), max_showers, progress, "sim")
-    ed, xd = _features_of(Path(data), max_showers, progress, "data")
+    es, xs = _features_of(Path(sim), max_showers, progress, "sim", config.features)
+    ed, xd = _features_of(Path(data), max_showers, progress, "data", config.features)
     out = unfold_arrays(es, xs, xd, config, bins, ed if closure else None, progress)
     out.info.update({"sim": str(Path(sim).resolve()), "data": str(Path(data).resolve())})
     return out
@@ -195,28 +224,39 @@ def write_html(u: Unfolding, png: Path, path: Path) -> Path:
     from caloforge.evaluation.report import REPORT_CSS, _img
 
     rows = []
+    seeds = u.omnifold_seed_sigma
     for i in range(len(u.edges) - 1):
         cells = [f"{u.edges[i] / 1e3:.3g}–{u.edges[i + 1] / 1e3:.3g}", f"{u.sim_prior[i]:.1f}",
-                 f"{u.omnifold[i]:.1f} ± {u.omnifold_sigma[i]:.1f}", f"{u.ibu[i]:.1f} ± {u.ibu_sigma[i]:.1f}"]
+                 f"{u.omnifold[i]:.1f} ± {u.omnifold_sigma[i]:.1f}"]
+        if seeds is not None:
+            cells.append(f"{seeds[i]:.1f}")
+        cells.append(f"{u.ibu[i]:.1f} ± {u.ibu_sigma[i]:.1f}")
         if u.truth is not None:
             cells.append(f"{u.truth[i]:.0f}")
         rows.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
-    head = ["E_inc [GeV]", "sim prior", "OmniFold", "IBU"] + (["truth"] if u.truth is not None else [])
+    head = (["E_inc [GeV]", "sim prior", "OmniFold"] + (["seed σ"] if seeds is not None else []) + ["IBU"]
+            + (["truth"] if u.truth is not None else []))
     c = u.closure()
     verdict = ""
     if c is not None:
         verdict = (f"<p>Closure (bins with ≥ {c['min_count']:.0f} truth showers): OmniFold χ²/ndf = "
                    f"{c['omnifold_chi2']:.1f}/{c['omnifold_ndf']}, IBU χ²/ndf = {c['ibu_chi2']:.1f}/{c['ibu_ndf']} "
                    f"(bootstrap σ); OmniFold within 1σ of the truth in {c['omnifold_bins_within_1sigma']} of "
-                   f"{c['bins_used']} bins, within 2σ in {c['omnifold_bins_within_2sigma']}.</p>")
+                   f"{c['bins_used']} bins, within 2σ in {c['omnifold_bins_within_2sigma']}.")
+        if "omnifold_chi2_diff" in c:
+            verdict += (f" Against the bootstrap spread of (unfolded − truth), which share the data's fluctuations: "
+                        f"OmniFold χ² = {c['omnifold_chi2_diff']:.1f}, IBU {c['ibu_chi2_diff']:.1f}.")
+        verdict += "</p>"
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in u.result.notes()) or "<li>no weight clipped</li>"
     page = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>caloforge unfold</title><style>{REPORT_CSS}</style></head>"
         f"<body><h1>Unfolded incident-energy spectrum</h1><p class='sub'>sim {html.escape(str(u.info.get('sim', '')))}"
         f" ({u.info.get('n_sim', 0):,} showers) → data {html.escape(str(u.info.get('data', '')))} "
         f"({u.info.get('n_data', 0):,} showers); OmniFold {u.result.config.get('iterations')} iterations, "
-        f"{u.info.get('n_bootstrap')} bootstrap replicas; IBU on {html.escape(str(u.info.get('ibu_observable')))}</p>"
-        f"{verdict}<div class='grid'><figure>{_img(png)}<figcaption>bands: bootstrap ±1σ</figcaption></figure></div>"
+        f"features {html.escape(str(u.info.get('features')))}; {u.info.get('n_bootstrap')} bootstrap replicas "
+        f"({html.escape(str(u.info.get('bootstrap')))} resampled), {u.info.get('n_seeds')} classifier seeds; "
+        f"IBU on {html.escape(str(u.info.get('ibu_observable')))}</p>"
+        f"{verdict}<div class='grid'><figure>{_img(png)}<figcaption>bands: bootstrap ±1σ ({html.escape(str(u.info.get('bootstrap')))} resampled)</figcaption></figure></div>"
         f"<h2>Per bin</h2><table><tr>{''.join(f'<th>{h}</th>' for h in head)}</tr>{''.join(rows)}</table>"
         f"<h2>Weights</h2><ul class='note'>{notes}</ul></body></html>"
     )
