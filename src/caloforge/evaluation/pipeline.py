@@ -110,7 +110,7 @@ class Sample:
     low_level: np.ndarray | None = None  # (n_cls, voxels + 1) float32
     low_level_rows: np.ndarray | None = None  # which rows of the sample the low-level array holds
     voxel_counts: np.ndarray | None = None
-    kept_voxels: tuple[np.ndarray, np.ndarray] | None = None  # (row, energy) of non-empty voxels
+    kept_voxels: tuple[np.ndarray, np.ndarray] | None = None  # (per-row count, energies) of kept voxels
     prdc_voxels: np.ndarray | None = None  # PRDC voxel inputs of the rows prdc_rows
     prdc_rows: np.ndarray | None = None
 
@@ -154,9 +154,10 @@ def gather(
     """Stream ``file`` once: features, mean shower, voxel maximum, optional low-level inputs
     (for the sorted row indices ``low_level_rows``) and voxel-energy counts in ``voxel_edges``.
 
-    ``keep_voxels_above``: also keep every voxel energy >= this value with its row index
-    (``Sample.kept_voxels``), so that histograms whose edges depend on this sample's maximum can
-    be filled without a second pass; given up (None) past :data:`KEEP_VOXELS_BUDGET` bytes.
+    ``keep_voxels_above``: also keep every voxel energy >= this value, in file order, with the
+    number kept of every row (``Sample.kept_voxels``), so that histograms whose edges depend on
+    this sample's maximum can be filled without a second pass; given up (None) past
+    :data:`KEEP_VOXELS_BUDGET` bytes.
     ``prdc_rows``: sorted row indices whose PRDC voxel inputs to keep (``Sample.prdc_voxels``)."""
     g = file.geometry
     parts, total = [], np.zeros(g.n_voxels)
@@ -170,7 +171,7 @@ def gather(
     start, filled, pv_filled = 0, 0, 0
     kept: list | None = [] if keep_voxels_above is not None else None
     kept_bytes = 0
-    for e, s in prefetch(file.iter_chunks()):
+    for e, s in prefetch(file.iter_chunks(threads=_reading_threads())):
         s = apply_threshold(s, threshold, copy=False)
         parts.append(compute_features(e.astype(e_dtype), s, g, threshold=0.0))
         total += s.sum(axis=0, dtype=np.float64)
@@ -179,9 +180,9 @@ def gather(
         if counts is not None and voxel_edges is not None:  # counts exist exactly when edges do
             counts += _counts(s, voxel_edges)
         if kept is not None:
-            rows, cols = np.nonzero(s >= keep_voxels_above)
-            kept.append((rows.astype(np.int64) + start, s[rows, cols]))
-            kept_bytes += rows.size * 12
+            above = s >= keep_voxels_above
+            kept.append((np.count_nonzero(above, axis=1).astype(np.int32), s[above]))
+            kept_bytes += kept[-1][0].nbytes + kept[-1][1].nbytes
             if kept_bytes > KEEP_VOXELS_BUDGET:
                 kept = None
         if low is not None and low_level_rows is not None:  # low exists exactly when rows do
@@ -207,9 +208,17 @@ def gather(
     sample = Sample(name, [str(p) for p in file.paths], feats, total / file.n, vmax, low, low_level_rows, counts)
     sample.prdc_voxels, sample.prdc_rows = pv, prdc_rows
     if kept is not None:
-        sample.kept_voxels = (np.concatenate([k[0] for k in kept]) if kept else np.zeros(0, np.int64),
+        sample.kept_voxels = (np.concatenate([k[0] for k in kept]) if kept else np.zeros(0, np.int32),
                               np.concatenate([k[1] for k in kept]) if kept else np.zeros(0, np.float32))
     return sample
+
+
+def _reading_threads() -> int:
+    """Threads that decompress the files: torch's thread count (what ``--threads`` and
+    :func:`caloforge._threads.configure_threads` set)."""
+    import torch
+
+    return max(1, torch.get_num_threads())
 
 
 def _voxel_counts_pass(file: ShowerFile, edges: np.ndarray, threshold: float, masks: dict[str, np.ndarray],
@@ -217,7 +226,7 @@ def _voxel_counts_pass(file: ShowerFile, edges: np.ndarray, threshold: float, ma
     """Voxel-energy counts of the rows selected by each boolean mask (one streamed pass)."""
     out = {k: np.zeros(len(edges) - 1, dtype=np.int64) for k in masks}
     start = 0
-    for _, s in prefetch(file.iter_chunks()):
+    for _, s in prefetch(file.iter_chunks(threads=_reading_threads())):
         s = apply_threshold(s, threshold, copy=False)
         for k, m in masks.items():
             sel = m[start : start + len(s)]
@@ -683,8 +692,9 @@ def evaluate(
         if half is not None:
             masks.update({"a": half, "b": ~half})
         if ref.kept_voxels is not None:  # no second pass needed
-            kept_rows, values = ref.kept_voxels
-            counts = {k: _counts(values[m[kept_rows]], binning.voxel_energy) for k, m in masks.items()}
+            per_row, values = ref.kept_voxels
+            counts = {k: _counts(values if m.all() else values[np.repeat(m, per_row)], binning.voxel_energy)
+                      for k, m in masks.items()}
             ref.kept_voxels = None
         else:
             counts = _voxel_counts_pass(reference, binning.voxel_energy, thr, masks, progress, "reference")
