@@ -49,6 +49,7 @@ from caloforge.evaluation.prdc import PRDCConfig, prdc as prdc_metric, voxel_inp
 from caloforge.evaluation.resnet import ResNetConfig, build_resnet
 from caloforge.evaluation.separation import (
     columns_separation_power,
+    even_scale,
     feature_separation_powers,
     histogram_counts,
     separation_power_counts,
@@ -137,8 +138,12 @@ def _peak_rss_mb() -> float:
 
 
 def _counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Histogram counts of the values inside ``edges`` (empty voxels lie below the first edge,
-    so they are dropped before the search: a DS2 shower is ~90% zeros)."""
+    """Histogram counts of the values inside ``edges``. Evenly spaced edges (the official
+    log-spaced voxel edges) drop the values outside them cache block by cache block
+    (:func:`histogram_counts`); for other edges the empty voxels, which lie below the first edge
+    (a DS2 shower is ~90% zeros), are dropped before the binary search."""
+    if even_scale(np.asarray(edges, dtype=np.float64)) is not None:
+        return histogram_counts(values, edges)
     return histogram_counts(values[values >= edges[0]], edges)
 
 

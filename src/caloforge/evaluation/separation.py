@@ -91,7 +91,7 @@ def separation_power_counts(counts1: np.ndarray, counts2: np.ndarray, edges: np.
     return separation_power(density(counts1, edges), density(counts2, edges), edges)
 
 
-def _uniform_scale(e: np.ndarray) -> str | None:
+def even_scale(e: np.ndarray) -> str | None:
     """``"linear"`` or ``"log"`` when the edges are evenly spaced on that scale (to 1e-9 of a
     bin), so that a value's bin can be guessed arithmetically; None otherwise."""
     if len(e) < 3 or not np.all(np.isfinite(e)):
@@ -143,7 +143,7 @@ def histogram_counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     e = np.asarray(edges, dtype=np.float64)
     x = np.asarray(values).reshape(-1)
     nb = len(e) - 1
-    scale = _uniform_scale(e) if x.dtype in (np.float32, np.float64) and len(x) > 256 else None
+    scale = even_scale(e) if x.dtype in (np.float32, np.float64) and len(x) > 256 else None
     if scale is not None:
         counts = np.zeros(nb, dtype=np.int64)
         for a in range(0, len(x), _HIST_BLOCK):  # blocks that stay in the CPU cache
