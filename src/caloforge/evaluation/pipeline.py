@@ -19,6 +19,7 @@ import resource
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from itertools import pairwise
 from pathlib import Path
@@ -55,6 +56,7 @@ from caloforge.evaluation.separation import (
     separation_power_counts,
 )
 from caloforge.features import ShowerFeatures, apply_threshold, compute_features
+from caloforge.geometry import Geometry
 
 #: Every metric family: the default ones and, on request, PRDC (Naeem et al.), the multiclass
 #: classifier over all samples and the 3-D ResNet (CNN) classifier on voxels.
@@ -177,36 +179,42 @@ def gather(
     start, filled, pv_filled = 0, 0, 0
     kept: list | None = [] if keep_voxels_above is not None else None
     kept_bytes = 0
-    for e, s in prefetch(file.iter_chunks(threads=_reading_threads())):
-        s = apply_threshold(s, threshold, copy=False)
-        parts.append(compute_features(e.astype(e_dtype), s, g, threshold=0.0))
-        total += s.sum(axis=0, dtype=np.float64)
-        bmax = s.max(initial=s.dtype.type(0))
-        vmax = bmax if vmax is None or bmax > vmax else vmax
-        if counts is not None and voxel_edges is not None:  # counts exist exactly when edges do
-            counts += _counts(s, voxel_edges)
-        if kept is not None:
-            above = s >= keep_voxels_above
-            kept.append((np.count_nonzero(above, axis=1).astype(np.int32), s[above]))
-            kept_bytes += kept[-1][0].nbytes + kept[-1][1].nbytes
-            if kept_bytes > KEEP_VOXELS_BUDGET:
-                kept = None
-        if low is not None and low_level_rows is not None:  # low exists exactly when rows do
-            stop = start + len(s)
-            lo, hi = np.searchsorted(low_level_rows, [start, stop])
-            if hi > lo:
-                rows = low_level_rows[lo:hi] - start
-                low[filled : filled + len(rows), 0] = np.log10(e[rows])
-                np.divide(s[rows], e[rows, None].astype(np.float32), out=low[filled : filled + len(rows), 1:])
-                filled += len(rows)
-        if pv is not None and prdc_rows is not None:  # pv exists exactly when prdc_rows do
-            lo, hi = np.searchsorted(prdc_rows, [start, start + len(s)])
-            if hi > lo:
-                pv[pv_filled : pv_filled + hi - lo] = prdc_voxel_inputs(s[prdc_rows[lo:hi] - start])
-                pv_filled += hi - lo
-        start += len(s)
-        if progress:
-            progress(f"reading {name}", start, file.n)
+    threads = _reading_threads()
+    pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None
+    try:
+        for e, s in prefetch(file.iter_chunks(threads=threads)):
+            # threshold and features on row slices in parallel (rows are independent: same numbers)
+            parts.append(_threshold_and_features(pool, threads, e.astype(e_dtype), s, g, threshold))
+            total += s.sum(axis=0, dtype=np.float64)
+            bmax = s.max(initial=s.dtype.type(0))
+            vmax = bmax if vmax is None or bmax > vmax else vmax
+            if counts is not None and voxel_edges is not None:  # counts exist exactly when edges do
+                counts += _counts(s, voxel_edges)
+            if kept is not None:
+                above = s >= keep_voxels_above
+                kept.append((np.count_nonzero(above, axis=1).astype(np.int32), s[above]))
+                kept_bytes += kept[-1][0].nbytes + kept[-1][1].nbytes
+                if kept_bytes > KEEP_VOXELS_BUDGET:
+                    kept = None
+            if low is not None and low_level_rows is not None:  # low exists exactly when rows do
+                stop = start + len(s)
+                lo, hi = np.searchsorted(low_level_rows, [start, stop])
+                if hi > lo:
+                    rows = low_level_rows[lo:hi] - start
+                    low[filled : filled + len(rows), 0] = np.log10(e[rows])
+                    np.divide(s[rows], e[rows, None].astype(np.float32), out=low[filled : filled + len(rows), 1:])
+                    filled += len(rows)
+            if pv is not None and prdc_rows is not None:  # pv exists exactly when prdc_rows do
+                lo, hi = np.searchsorted(prdc_rows, [start, start + len(s)])
+                if hi > lo:
+                    pv[pv_filled : pv_filled + hi - lo] = prdc_voxel_inputs(s[prdc_rows[lo:hi] - start])
+                    pv_filled += hi - lo
+            start += len(s)
+            if progress:
+                progress(f"reading {name}", start, file.n)
+    finally:
+        if pool is not None:
+            pool.shutdown()
     feats = ShowerFeatures.concatenate(parts)
     feats.threshold = threshold
     if vmax is None:
@@ -217,6 +225,23 @@ def gather(
         sample.kept_voxels = (np.concatenate([k[0] for k in kept]) if kept else np.zeros(0, np.int32),
                               np.concatenate([k[1] for k in kept]) if kept else np.zeros(0, np.float32))
     return sample
+
+
+def _threshold_and_features(pool: ThreadPoolExecutor | None, threads: int, e: np.ndarray, s: np.ndarray,
+                             g: Geometry, threshold: float) -> ShowerFeatures:
+    """Zero the voxels of ``s`` below ``threshold`` (in place) and return the block's features,
+    split in ``threads`` row slices run in ``pool`` (numpy releases the GIL; every feature is a
+    function of its own row, so the numbers do not depend on the split)."""
+    if pool is None or len(s) < 64 * threads:
+        apply_threshold(s, threshold, copy=False)
+        return compute_features(e, s, g, threshold=0.0)
+    cuts = np.linspace(0, len(s), threads + 1).astype(int)
+
+    def part(a: int, b: int) -> ShowerFeatures:
+        apply_threshold(s[a:b], threshold, copy=False)
+        return compute_features(e[a:b], s[a:b], g, threshold=0.0)
+
+    return ShowerFeatures.concatenate(list(pool.map(part, cuts[:-1], cuts[1:])))
 
 
 def _reading_threads() -> int:
