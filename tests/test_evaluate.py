@@ -137,3 +137,28 @@ def test_multiclass_sample_named_reference_keeps_its_own_class(files, tmp_path):
     m = json.loads((out / "metrics.json").read_text())
     assert m["multiclass"]["classes"] == ["reference", "reference (sample)"]
     assert m["generated"][0]["multiclass_log_posterior"] == m["multiclass"]["log_posterior"]["reference (sample)"]
+
+
+def test_threaded_reading_gives_the_same_sample(files):
+    # two threads decompress the chunks and compute the features of row slices in parallel; the
+    # features, maxima, counts and kept voxels must equal the one-thread pass bit for bit
+    import torch
+
+    from caloforge.data import open_showers
+    from caloforge.evaluation.pipeline import gather
+
+    before = torch.get_num_threads()
+    f = open_showers(files / "scaled.h5")
+    edges = np.logspace(-1, 4, 50)
+    try:
+        torch.set_num_threads(1)
+        one = gather(f, "x", 1.0, voxel_edges=edges, keep_voxels_above=1.0)
+        torch.set_num_threads(2)
+        two = gather(f, "x", 1.0, voxel_edges=edges, keep_voxels_above=1.0)
+    finally:
+        torch.set_num_threads(before)
+    for k, v in one.features.as_dict().items():
+        assert np.array_equal(v, two.features.as_dict()[k], equal_nan=True), k
+    assert one.voxel_max == two.voxel_max and np.array_equal(one.voxel_counts, two.voxel_counts)
+    assert one.voxel_counts.sum() > 0 and np.array_equal(one.mean_shower, two.mean_shower)
+    assert all(np.array_equal(a, b) for a, b in zip(one.kept_voxels, two.kept_voxels, strict=True))

@@ -66,6 +66,33 @@ def test_interrupted_write_leaves_no_file(tmp_path, rng):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("layout", ["gzip+shuffle", "gzip", "unallocated", "none"])
+def test_threaded_chunk_decoding_equals_hdf5(tmp_path, rng, layout):
+    # the chunks are decoded here (inflate, unshuffle) in worker threads where the layout allows;
+    # every row range must come back exactly as HDF5 reads it, whatever the block boundaries
+    e, s = _sample(rng, n=97)
+    path = tmp_path / "f.h5"
+    with h5py.File(path, "w") as f:
+        f["incident_energies"] = e.reshape(-1, 1)
+        kw = {"chunks": (10, V)}
+        if layout != "none":
+            kw.update(compression="gzip", shuffle=layout != "gzip")
+        ds = f.create_dataset("showers", shape=s.shape, dtype="<f4", **kw)
+        if layout == "unallocated":  # rows 30-59 never written: their chunks do not exist
+            ds[:30], ds[60:] = s[:30], s[60:]
+            s[30:60] = 0.0
+        else:
+            ds[...] = s
+    from caloforge.data.hdf5 import _ChunkDecoder
+
+    with h5py.File(path) as f:
+        assert (_ChunkDecoder.for_dataset(f["showers"], 2) is None) == (layout == "none")
+    sf = open_showers(path)
+    for start, stop, chunk, threads in ((0, None, None, 2), (3, 95, 7, 2), (11, 80, 25, 1), (0, 97, 40, 3)):
+        got = np.concatenate([b for _, b in sf.iter_chunks(chunk_size=chunk, start=start, stop=stop, threads=threads)])
+        assert np.array_equal(got.view(np.uint32), s[start:stop].view(np.uint32))
+
+
 def test_missing_and_not_hdf5(tmp_path):
     with pytest.raises(InputError, match=r"absent\.h5: no such file"):
         open_showers(tmp_path / "absent.h5")

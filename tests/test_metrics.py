@@ -152,6 +152,22 @@ def test_histogram_counts_match_numpy(rng):
     assert np.array_equal(histogram_counts(y, log_edges), np.histogram(y, bins=log_edges)[0])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_histogram_counts_arithmetic_path_equals_binary_search(rng, dtype):
+    # evenly spaced (linear or log) edges take the arithmetic path; it must bin every value,
+    # including values on an edge and one ulp below it, as numpy.histogram does
+    log_edges = np.logspace(np.log10(0.0151), np.log10(1234.5), 101)
+    lin_edges = np.linspace(-30.0, 30.0, 61)
+    for edges, x in ((log_edges, 10 ** rng.uniform(-2.5, 3.3, 20000)), (lin_edges, rng.uniform(-40, 40, 20000))):
+        x = np.concatenate([x, edges, np.nextafter(edges, -np.inf), np.nextafter(edges, np.inf), [np.nan]]).astype(dtype)
+        x[rng.permutation(len(x))[:50]] = edges[-1]
+        expected = np.histogram(x[np.isfinite(x)], bins=edges)[0]
+        assert np.array_equal(histogram_counts(x, edges), expected)
+    uneven = np.array([0.0, 1.0, 5.0, 6.0, 20.0])  # not evenly spaced: binary search
+    y = rng.uniform(-1, 25, 5000).astype(dtype)
+    assert np.array_equal(histogram_counts(y, uneven), np.histogram(y, bins=uneven)[0])
+
+
 def test_separation_power_official_definition(rng):
     edges = np.linspace(-4, 4, 31)
     a, b = rng.normal(size=4000), rng.normal(0.3, 1.2, size=3000)

@@ -19,6 +19,7 @@ import resource
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from itertools import pairwise
 from pathlib import Path
@@ -48,11 +49,14 @@ from caloforge.evaluation.distances import fpd as fpd_metric, kpd as kpd_metric
 from caloforge.evaluation.prdc import PRDCConfig, prdc as prdc_metric, voxel_inputs as prdc_voxel_inputs
 from caloforge.evaluation.resnet import ResNetConfig, build_resnet
 from caloforge.evaluation.separation import (
+    columns_separation_power,
+    even_scale,
     feature_separation_powers,
     histogram_counts,
     separation_power_counts,
 )
 from caloforge.features import ShowerFeatures, apply_threshold, compute_features
+from caloforge.geometry import Geometry
 
 #: Every metric family: the default ones and, on request, PRDC (Naeem et al.), the multiclass
 #: classifier over all samples and the 3-D ResNet (CNN) classifier on voxels.
@@ -110,7 +114,7 @@ class Sample:
     low_level: np.ndarray | None = None  # (n_cls, voxels + 1) float32
     low_level_rows: np.ndarray | None = None  # which rows of the sample the low-level array holds
     voxel_counts: np.ndarray | None = None
-    kept_voxels: tuple[np.ndarray, np.ndarray] | None = None  # (row, energy) of non-empty voxels
+    kept_voxels: tuple[np.ndarray, np.ndarray] | None = None  # (per-row count, energies) of kept voxels
     prdc_voxels: np.ndarray | None = None  # PRDC voxel inputs of the rows prdc_rows
     prdc_rows: np.ndarray | None = None
 
@@ -136,8 +140,12 @@ def _peak_rss_mb() -> float:
 
 
 def _counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Histogram counts of the values inside ``edges`` (empty voxels lie below the first edge,
-    so they are dropped before the search: a DS2 shower is ~90% zeros)."""
+    """Histogram counts of the values inside ``edges``. Evenly spaced edges (the official
+    log-spaced voxel edges) drop the values outside them cache block by cache block
+    (:func:`histogram_counts`); for other edges the empty voxels, which lie below the first edge
+    (a DS2 shower is ~90% zeros), are dropped before the binary search."""
+    if even_scale(np.asarray(edges, dtype=np.float64)) is not None:
+        return histogram_counts(values, edges)
     return histogram_counts(values[values >= edges[0]], edges)
 
 
@@ -154,9 +162,10 @@ def gather(
     """Stream ``file`` once: features, mean shower, voxel maximum, optional low-level inputs
     (for the sorted row indices ``low_level_rows``) and voxel-energy counts in ``voxel_edges``.
 
-    ``keep_voxels_above``: also keep every voxel energy >= this value with its row index
-    (``Sample.kept_voxels``), so that histograms whose edges depend on this sample's maximum can
-    be filled without a second pass; given up (None) past :data:`KEEP_VOXELS_BUDGET` bytes.
+    ``keep_voxels_above``: also keep every voxel energy >= this value, in file order, with the
+    number kept of every row (``Sample.kept_voxels``), so that histograms whose edges depend on
+    this sample's maximum can be filled without a second pass; given up (None) past
+    :data:`KEEP_VOXELS_BUDGET` bytes.
     ``prdc_rows``: sorted row indices whose PRDC voxel inputs to keep (``Sample.prdc_voxels``)."""
     g = file.geometry
     parts, total = [], np.zeros(g.n_voxels)
@@ -170,36 +179,42 @@ def gather(
     start, filled, pv_filled = 0, 0, 0
     kept: list | None = [] if keep_voxels_above is not None else None
     kept_bytes = 0
-    for e, s in prefetch(file.iter_chunks()):
-        s = apply_threshold(s, threshold, copy=False)
-        parts.append(compute_features(e.astype(e_dtype), s, g, threshold=0.0))
-        total += s.sum(axis=0, dtype=np.float64)
-        bmax = s.max(initial=s.dtype.type(0))
-        vmax = bmax if vmax is None or bmax > vmax else vmax
-        if counts is not None and voxel_edges is not None:  # counts exist exactly when edges do
-            counts += _counts(s, voxel_edges)
-        if kept is not None:
-            rows, cols = np.nonzero(s >= keep_voxels_above)
-            kept.append((rows.astype(np.int64) + start, s[rows, cols]))
-            kept_bytes += rows.size * 12
-            if kept_bytes > KEEP_VOXELS_BUDGET:
-                kept = None
-        if low is not None and low_level_rows is not None:  # low exists exactly when rows do
-            stop = start + len(s)
-            lo, hi = np.searchsorted(low_level_rows, [start, stop])
-            if hi > lo:
-                rows = low_level_rows[lo:hi] - start
-                low[filled : filled + len(rows), 0] = np.log10(e[rows])
-                np.divide(s[rows], e[rows, None].astype(np.float32), out=low[filled : filled + len(rows), 1:])
-                filled += len(rows)
-        if pv is not None and prdc_rows is not None:  # pv exists exactly when prdc_rows do
-            lo, hi = np.searchsorted(prdc_rows, [start, start + len(s)])
-            if hi > lo:
-                pv[pv_filled : pv_filled + hi - lo] = prdc_voxel_inputs(s[prdc_rows[lo:hi] - start])
-                pv_filled += hi - lo
-        start += len(s)
-        if progress:
-            progress(f"reading {name}", start, file.n)
+    threads = _compute_threads()
+    pool = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None
+    try:
+        for e, s in prefetch(file.iter_chunks(threads=threads)):
+            # threshold and features on row slices in parallel (rows are independent: same numbers)
+            parts.append(_threshold_and_features(pool, threads, e.astype(e_dtype), s, g, threshold))
+            total += s.sum(axis=0, dtype=np.float64)
+            bmax = s.max(initial=s.dtype.type(0))
+            vmax = bmax if vmax is None or bmax > vmax else vmax
+            if counts is not None and voxel_edges is not None:  # counts exist exactly when edges do
+                counts += _counts(s, voxel_edges)
+            if kept is not None:
+                above = s >= keep_voxels_above
+                kept.append((np.count_nonzero(above, axis=1).astype(np.int32), s[above]))
+                kept_bytes += kept[-1][0].nbytes + kept[-1][1].nbytes
+                if kept_bytes > KEEP_VOXELS_BUDGET:
+                    kept = None
+            if low is not None and low_level_rows is not None:  # low exists exactly when rows do
+                stop = start + len(s)
+                lo, hi = np.searchsorted(low_level_rows, [start, stop])
+                if hi > lo:
+                    rows = low_level_rows[lo:hi] - start
+                    low[filled : filled + len(rows), 0] = np.log10(e[rows])
+                    np.divide(s[rows], e[rows, None].astype(np.float32), out=low[filled : filled + len(rows), 1:])
+                    filled += len(rows)
+            if pv is not None and prdc_rows is not None:  # pv exists exactly when prdc_rows do
+                lo, hi = np.searchsorted(prdc_rows, [start, start + len(s)])
+                if hi > lo:
+                    pv[pv_filled : pv_filled + hi - lo] = prdc_voxel_inputs(s[prdc_rows[lo:hi] - start])
+                    pv_filled += hi - lo
+            start += len(s)
+            if progress:
+                progress(f"reading {name}", start, file.n)
+    finally:
+        if pool is not None:
+            pool.shutdown()
     feats = ShowerFeatures.concatenate(parts)
     feats.threshold = threshold
     if vmax is None:
@@ -207,9 +222,34 @@ def gather(
     sample = Sample(name, [str(p) for p in file.paths], feats, total / file.n, vmax, low, low_level_rows, counts)
     sample.prdc_voxels, sample.prdc_rows = pv, prdc_rows
     if kept is not None:
-        sample.kept_voxels = (np.concatenate([k[0] for k in kept]) if kept else np.zeros(0, np.int64),
+        sample.kept_voxels = (np.concatenate([k[0] for k in kept]) if kept else np.zeros(0, np.int32),
                               np.concatenate([k[1] for k in kept]) if kept else np.zeros(0, np.float32))
     return sample
+
+
+def _threshold_and_features(pool: ThreadPoolExecutor | None, threads: int, e: np.ndarray, s: np.ndarray,
+                             g: Geometry, threshold: float) -> ShowerFeatures:
+    """Zero the voxels of ``s`` below ``threshold`` (in place) and return the block's features,
+    split in ``threads`` row slices run in ``pool`` (numpy releases the GIL; every feature is a
+    function of its own row, so the numbers do not depend on the split)."""
+    if pool is None or len(s) < 64 * threads:
+        apply_threshold(s, threshold, copy=False)
+        return compute_features(e, s, g, threshold=0.0)
+    cuts = np.linspace(0, len(s), threads + 1).astype(int)
+
+    def part(a: int, b: int) -> ShowerFeatures:
+        apply_threshold(s[a:b], threshold, copy=False)
+        return compute_features(e[a:b], s[a:b], g, threshold=0.0)
+
+    return ShowerFeatures.concatenate(list(pool.map(part, cuts[:-1], cuts[1:])))
+
+
+def _compute_threads() -> int:
+    """Threads of the evaluation (reading; FPD and KPD side by side): torch's thread count, what
+    ``--threads`` and :func:`caloforge._threads.configure_threads` set."""
+    import torch
+
+    return max(1, torch.get_num_threads())
 
 
 def _voxel_counts_pass(file: ShowerFile, edges: np.ndarray, threshold: float, masks: dict[str, np.ndarray],
@@ -217,7 +257,7 @@ def _voxel_counts_pass(file: ShowerFile, edges: np.ndarray, threshold: float, ma
     """Voxel-energy counts of the rows selected by each boolean mask (one streamed pass)."""
     out = {k: np.zeros(len(edges) - 1, dtype=np.int64) for k in masks}
     start = 0
-    for _, s in prefetch(file.iter_chunks()):
+    for _, s in prefetch(file.iter_chunks(threads=_compute_threads())):
         s = apply_threshold(s, threshold, copy=False)
         for k, m in masks.items():
             sel = m[start : start + len(s)]
@@ -240,9 +280,34 @@ def default_energy_edges(e_inc: np.ndarray) -> np.ndarray:
 
 
 def _distance(metric: Callable, a: np.ndarray, b: np.ndarray, **kw) -> dict:
-    with warnings.catch_warnings():
+    """FPD or KPD with one BLAS thread: the numbers of every ``--threads`` (see
+    :func:`_distances_side_by_side`), also when the parts run on a Dask cluster."""
+    from threadpoolctl import threadpool_limits
+
+    with warnings.catch_warnings(), threadpool_limits(limits=1):
         warnings.simplefilter("ignore")
         res = metric(a, b, **kw)
+    return _distance_dict(res)
+
+
+def _distances_side_by_side(a: np.ndarray, b: np.ndarray, fpd_kw: dict, kpd_kw: dict) -> tuple[dict, dict]:
+    """FPD and KPD at the same time, each in its own thread with one BLAS thread.
+
+    Both are float64 BLAS products; with one BLAS thread each they keep two CPUs busy, also
+    during their single-threaded parts, where one metric on two BLAS threads leaves one idle.
+    Their numbers are those of a one-thread run bit for bit (two BLAS threads split some sums
+    and change the last digits), so metrics.json no longer depends on ``--threads``.
+    """
+    from threadpoolctl import threadpool_limits
+
+    with warnings.catch_warnings(), threadpool_limits(limits=1), ThreadPoolExecutor(max_workers=2) as pool:
+        warnings.simplefilter("ignore")  # here, once: catch_warnings inside threads would race
+        f = pool.submit(fpd_metric, a, b, **fpd_kw)
+        k = pool.submit(kpd_metric, a, b, **kpd_kw)
+        return _distance_dict(f.result()), _distance_dict(k.result())
+
+
+def _distance_dict(res: Any) -> dict:
     d: dict[str, Any] = {"value": float(res[0]) * 1e3, "error": float(res[1]) * 1e3}
     note = getattr(res, "note", "")
     if note:
@@ -316,13 +381,16 @@ def compare(
     need_hl = any(k in m for k in ("fpd", "kpd", "cls-high", "prdc"))
     if need_hl:
         hl_ref, hl_gen = high_level_inputs(ref), high_level_inputs(gen)
-    if "fpd" in m:
-        out["fpd"] = timed("fpd", lambda: _distance(
-            fpd_metric, hl_ref, hl_gen, min_samples=options.fpd_min_samples,
-            max_samples=options.fpd_max_samples, seed=options.seed), "FPD")
-    if "kpd" in m:
-        out["kpd"] = timed("kpd", lambda: _distance(
-            kpd_metric, hl_ref, hl_gen, batch_size=options.kpd_batch_size, seed=options.seed), "KPD")
+    fpd_kw = {"min_samples": options.fpd_min_samples, "max_samples": options.fpd_max_samples, "seed": options.seed}
+    kpd_kw = {"batch_size": options.kpd_batch_size, "seed": options.seed}
+    if "fpd" in m and "kpd" in m and _compute_threads() > 1:
+        out["fpd"], out["kpd"] = timed("fpd+kpd", lambda: _distances_side_by_side(hl_ref, hl_gen, fpd_kw, kpd_kw),
+                                       "FPD and KPD")
+    else:
+        if "fpd" in m:
+            out["fpd"] = timed("fpd", lambda: _distance(fpd_metric, hl_ref, hl_gen, **fpd_kw), "FPD")
+        if "kpd" in m:
+            out["kpd"] = timed("kpd", lambda: _distance(kpd_metric, hl_ref, hl_gen, **kpd_kw), "KPD")
     if "prdc" in m:
         voxels = options.prdc.inputs == "voxels"
         if not voxels or (ref_voxels is not None and gen_voxels is not None):
@@ -349,25 +417,20 @@ def compare(
 def _energy_binned(ref: ShowerFeatures, gen: ShowerFeatures, edges: np.ndarray, options: EvaluationOptions,
                    binning: FeatureBinning) -> list[dict]:
     rows = []
-    # Per bin: the histogram metrics (cheap). FPD/KPD per bin would cost as much as the whole
-    # evaluation again for every bin; run `evaluate --energy-range` on a slice for those.
-    bin_opts = EvaluationOptions(metrics=("hist",), seed=options.seed)
+    # Per bin: the two histogram metrics the rows report (E_tot / E_inc and the mean over layers
+    # of E_layer), computed as feature_separation_powers does. FPD/KPD per bin would cost as much
+    # as the whole evaluation again for every bin; run `evaluate --energy-range` on a slice for those.
     for a, b in pairwise(edges):
         mr = (ref.e_inc >= a) & (ref.e_inc <= b if b == edges[-1] else ref.e_inc < b)
         mg = (gen.e_inc >= a) & (gen.e_inc <= b if b == edges[-1] else gen.e_inc < b)
         row: dict[str, Any] = {"e_min_gev": a / 1e3, "e_max_gev": b / 1e3, "n_reference": int(mr.sum()),
                                "n_generated": int(mg.sum())}
         if mr.sum() >= 10 and mg.sum() >= 10:
-            r, g = ref.select(mr), gen.select(mg)
-            row["etot_einc_mean_ratio"] = float(g.etot_einc.mean() / r.etot_einc.mean())
-            res = compare(r, g, bin_opts, binning)
-            if "separation_power" in res:
-                sp = res["separation_power"]
-                row["sep_etot_einc"] = sp["etot_einc"]
-                row["sep_e_layer"] = float(np.nanmean(np.asarray(sp["e_layer"], dtype=float)))
-            for k in ("fpd", "kpd"):
-                if k in res:
-                    row[k] = res[k]
+            r_etot, g_etot = ref.etot_einc[mr], gen.etot_einc[mg]
+            row["etot_einc_mean_ratio"] = float(g_etot.mean() / r_etot.mean())
+            row["sep_etot_einc"] = columns_separation_power(r_etot[:, None], g_etot[:, None], [binning.etot_einc])[0]
+            e_layer = columns_separation_power(ref.e_layer[mr], gen.e_layer[mg], binning.e_layer)
+            row["sep_e_layer"] = float(np.nanmean(np.asarray(e_layer, dtype=float)))
         rows.append(row)
     return rows
 
@@ -683,8 +746,9 @@ def evaluate(
         if half is not None:
             masks.update({"a": half, "b": ~half})
         if ref.kept_voxels is not None:  # no second pass needed
-            kept_rows, values = ref.kept_voxels
-            counts = {k: _counts(values[m[kept_rows]], binning.voxel_energy) for k, m in masks.items()}
+            per_row, values = ref.kept_voxels
+            counts = {k: _counts(values if m.all() else values[np.repeat(m, per_row)], binning.voxel_energy)
+                      for k, m in masks.items()}
             ref.kept_voxels = None
         else:
             counts = _voxel_counts_pass(reference, binning.voxel_energy, thr, masks, progress, "reference")

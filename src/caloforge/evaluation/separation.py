@@ -52,6 +52,7 @@ from caloforge.evaluation.binning import (
 
 _EPS = 1e-16
 _BLOCK_ELEMENTS = 1 << 22  # voxels histogrammed at once (bounded memory)
+_HIST_BLOCK = 1 << 16  # values binned at once by the arithmetic path of histogram_counts
 
 #: Keys of :func:`feature_separation_powers`; every one but etot_einc and voxel_energy is a list
 #: with one value per layer. DS1 adds ``etot_einc_discrete`` (one value per incident energy).
@@ -90,13 +91,66 @@ def separation_power_counts(counts1: np.ndarray, counts2: np.ndarray, edges: np.
     return separation_power(density(counts1, edges), density(counts2, edges), edges)
 
 
+def even_scale(e: np.ndarray) -> str | None:
+    """``"linear"`` or ``"log"`` when the edges are evenly spaced on that scale (to 1e-9 of a
+    bin), so that a value's bin can be guessed arithmetically; None otherwise."""
+    if len(e) < 3 or not np.all(np.isfinite(e)):
+        return None
+    d = np.diff(e)
+    if np.all(d > 0) and np.allclose(d, d.mean(), rtol=1e-9, atol=0.0):
+        return "linear"
+    if e[0] > 0:
+        dl = np.diff(np.log(e))
+        if np.all(dl > 0) and np.allclose(dl, dl.mean(), rtol=1e-9, atol=0.0):
+            return "log"
+    return None
+
+
+def _bin_indices(x: np.ndarray, e: np.ndarray, scale: str) -> np.ndarray:
+    """Bin of every value of ``x`` (all inside ``[e[0], e[-1]]``) in the evenly spaced edges
+    ``e``: guessed from the value's position on the edges' scale (in the values' own dtype), then
+    corrected by exact comparisons with the edges, so that it is the bin of
+    ``searchsorted(e, x, side="right") - 1`` (the last bin also holding ``e[-1]``)."""
+    nb = len(e) - 1
+    if scale == "log":
+        lo, hi = float(np.log(e[0])), float(np.log(e[-1]))
+        t = np.log(x)
+        t -= lo
+    else:
+        lo, hi = float(e[0]), float(e[-1])
+        t = x - lo
+    t *= nb / (hi - lo)
+    np.clip(t, 0, nb - 1, out=t)
+    idx = t.astype(np.intp)
+    while True:  # a guess is off by at most one bin (round-off); exact comparisons settle it
+        down = x < e[idx]
+        up = (x >= e[idx + 1]) & (idx < nb - 1)
+        if not (down.any() or up.any()):
+            return idx
+        idx -= down.view(np.int8)
+        idx += up.view(np.int8)
+
+
 def histogram_counts(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     """Bin counts with :func:`numpy.histogram` semantics for explicit edges: bin i holds
     ``edges[i] <= x < edges[i+1]``, the last bin also ``x == edges[-1]``; values outside the
-    edges and NaN are dropped. Works on any shape of ``values`` (flattened)."""
+    edges and NaN are dropped. Works on any shape of ``values`` (flattened).
+
+    Edges evenly spaced on a linear or logarithmic scale (the official ones) find each value's bin
+    arithmetically and check it against the edges (:func:`_bin_indices`, several times faster than
+    a binary search on voxel energies); other edges use :func:`numpy.searchsorted`. Both give
+    the same counts."""
     e = np.asarray(edges, dtype=np.float64)
     x = np.asarray(values).reshape(-1)
     nb = len(e) - 1
+    scale = even_scale(e) if x.dtype in (np.float32, np.float64) and len(x) > 256 else None
+    if scale is not None:
+        counts = np.zeros(nb, dtype=np.int64)
+        for a in range(0, len(x), _HIST_BLOCK):  # blocks that stay in the CPU cache
+            xb = x[a : a + _HIST_BLOCK]
+            xb = xb[(xb >= e[0]) & (xb <= e[-1])]  # also drops NaN
+            counts += np.bincount(_bin_indices(xb, e, scale), minlength=nb)[:nb]
+        return counts
     idx = np.searchsorted(e, x, side="right") - 1
     idx[x == e[-1]] = nb - 1
     valid = (idx >= 0) & (idx < nb)

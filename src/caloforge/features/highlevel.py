@@ -128,7 +128,7 @@ def apply_threshold(showers: np.ndarray, threshold: float, copy: bool = True) ->
     out = np.array(showers, copy=copy)
     threshold = float(threshold)
     if threshold > 0:
-        out[out < threshold] = 0.0
+        np.putmask(out, out < threshold, 0.0)  # as out[out < threshold] = 0.0, without the index
     return out
 
 
@@ -191,10 +191,12 @@ class _LayerOps:
         return np.stack([showers[:, o[k] : o[k + 1]].sum(axis=-1) for k in range(len(o) - 1)], axis=1)
 
     def nonzero_counts(self, showers: np.ndarray) -> np.ndarray:
-        nz = (showers > 0).astype(np.float64)
+        """(N, layers) float64 number of voxels above 0 per layer (counted, not summed as floats:
+        the same integers, without a float64 copy of the block)."""
+        nz = showers > 0
         if self.regular:
-            return nz.reshape(len(showers), self.geometry.n_layers, -1).sum(axis=2)
-        return np.add.reduceat(nz, self.geometry.layer_offsets[:-1], axis=1)
+            return np.count_nonzero(nz.reshape(len(showers), self.geometry.n_layers, -1), axis=2).astype(np.float64)
+        return np.add.reduceat(nz.astype(np.float64), self.geometry.layer_offsets[:-1], axis=1)
 
 
 def _float_array(x) -> np.ndarray:
