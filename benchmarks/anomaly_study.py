@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -37,10 +38,17 @@ DATA = ROOT.parent / "shared" / "data"
 BKG = DATA / "g4_ds2_electrons_1-100GeV.h5"
 PART2 = DATA / "g4_ds2_electrons_1-100GeV_part2.h5"
 SIG = DATA / "g4_ds2_two_electrons_dev.h5"
-OUT = ROOT / "bench-output" / "anomaly"
+OUT = Path(os.environ.get("ANOMALY_STUDY_OUT", ROOT / "bench-output" / "anomaly"))  # a scratch folder
 TRAIN_FILE = OUT / "bkg_train_rows0-11999.h5"
 TEST_ROWS = (12000, 15000)
 CAL_ROWS = (10000, 12000)
+# The held-out split of the pair for the ABCD closure (``train pair-heldout``, ``closure``): the
+# pair trains on rows 0-9,999 of the first file only (the baseline's training rows), is calibrated
+# on rows 10,000-11,999 and closes on rows 12,000-14,999 plus all of part2 (11,201 showers, never
+# trained on nor calibrated on).
+PAIR_TRAIN_ROWS = (0, 10000)
+PAIR_TRAIN_FILE = OUT / "bkg_train_rows0-9999.h5"
+PAIR_CAL_ROWS = (10000, 12000)
 SEPARATIONS = ("0", "5", "10", "20")
 
 
@@ -48,20 +56,26 @@ def prepare() -> None:
     from caloforge.data import open_showers, write_showers
 
     OUT.mkdir(parents=True, exist_ok=True)
-    e, s = open_showers(BKG).read(0, TEST_ROWS[0])
-    write_showers(TRAIN_FILE, e, s, compression="lzf")
-    print(f"wrote {TRAIN_FILE} ({len(e):,} showers)")
+    for path, (a, b) in ((TRAIN_FILE, (0, TEST_ROWS[0])), (PAIR_TRAIN_FILE, PAIR_TRAIN_ROWS)):
+        if path.is_file():
+            continue
+        e, s = open_showers(BKG).read(a, b)
+        write_showers(path, e, s, compression="lzf")
+        print(f"wrote {path} ({len(e):,} showers)")
 
 
-def train(which: str, max_time: float, decorrelate: float) -> None:
+def train(which: str, max_time: float, decorrelate: float, steps: int | None = None) -> None:
     import torch
 
     from caloforge.training import train_files
 
     torch.set_num_threads(1)
-    name, cfg, steps = ("ae", None, 1300) if which == "ae" else ("ae-pair", {"decorrelate": decorrelate}, 800)
-    r = train_files(name, [TRAIN_FILE, PART2], OUT / which, model_config=cfg, val_fraction=0.05, max_time=max_time,
-                    steps=steps, batch_size=128, lr=2e-3, progress=False, say=print)
+    files = [PAIR_TRAIN_FILE] if which == "pair-heldout" else [TRAIN_FILE, PART2]
+    name, cfg, default_steps = (("ae", None, 1300) if which == "ae" else
+                                ("ae-pair", {"decorrelate": decorrelate}, 800 if which == "pair" else 1400))
+    run = {"ae": "ae", "pair": "ae-pair", "pair-heldout": "ae-pair-heldout"}[which]
+    r = train_files(name, files, OUT / run, model_config=cfg, val_fraction=0.05, max_time=max_time,
+                    steps=steps or default_steps, batch_size=128, lr=2e-3, progress=False, say=print)
     print(f"{which}: {r.step} steps in {r.elapsed_s / 60:.1f} min, stop {r.stop_reason}, loss {r.train_loss}, "
           f"val {r.val_loss}")
 
@@ -165,16 +179,86 @@ def study(threads: int) -> None:
     print(f"\nreport: {OUT / 'eval' / 'report.html'}")
 
 
+def closure_study(threads: int, subsets: int, bootstrap: int, run: str = "ae-pair-heldout") -> None:
+    """ABCD closure of the held-out pair on every background shower it never saw (file 1 rows
+    12,000-14,999 + all of part2), calibrated on file 1 rows 10,000-11,999: the full-sample
+    closure, its repetition over ``subsets`` disjoint subsets and ``bootstrap`` replicas at keep
+    1%, 2%, 5%; the pair's correlation on that background; signal injection; AUCs per separation."""
+    from caloforge._threads import configure_threads
+    from caloforge.anomaly.abcd import abcd_study
+    from caloforge.anomaly.evaluation import evaluate_scores, read_property
+    from caloforge.anomaly.scores import calibrate, make_score, score_file, write_scores
+    from caloforge.data import open_showers
+    from caloforge.models import load_model
+
+    configure_threads(threads)
+    model = load_model(str(OUT / run))
+    score = make_score(model, "model")
+    cal = score_file(score, open_showers(BKG), *PAIR_CAL_ROWS, model_name=run)
+    parts = {"bkg1": (BKG, TEST_ROWS), "bkg2": (PART2, (0, None)), "sig": (SIG, (0, None))}
+    res = {}
+    for tag, (path, rows) in parts.items():
+        r = calibrate(score_file(score, open_showers(path), rows[0], rows[1], model_name=run), cal)
+        write_scores(OUT / f"{tag}_{run}.h5", r)
+        res[tag] = r
+    bkg = {n: np.concatenate([res["bkg1"].scores[n], res["bkg2"].scores[n]]) for n in res["bkg1"].scores}
+    sig = res["sig"].scores
+    n_b = len(next(iter(bkg.values())))
+    log = json.loads((OUT / run / "config.json").read_text()) if (OUT / run / "config.json").is_file() else {}
+    print(f"# python benchmarks/anomaly_study.py closure --threads {threads} --subsets {subsets} --bootstrap {bootstrap}")
+    print(f"# pair: {OUT / run}, model config {json.dumps(log.get('model_config', {}))}")
+    print(f"# trained on {BKG.name} rows {PAIR_TRAIN_ROWS[0]}-{PAIR_TRAIN_ROWS[1] - 1} (5% of them validation); "
+          f"calibrated on rows {PAIR_CAL_ROWS[0]}-{PAIR_CAL_ROWS[1] - 1}")
+    print(f"# closure background: rows {TEST_ROWS[0]}-{TEST_ROWS[1] - 1} of {BKG.name} + all of {PART2.name} "
+          f"({n_b:,} showers, none trained or calibrated on)")
+    sep = read_property(SIG, "separation_mm", (0, res["sig"].n))
+    ev = evaluate_scores(bkg, sig, sep, "separation_mm")
+    rows: dict[str, dict[str, float]] = {}
+    for m in ev.metrics:
+        rows.setdefault(m.score, {})[m.bin.split("=")[1] if "=" in m.bin else "all"] = m.auc
+    print("\n| score | " + " | ".join(f"{s} mm AUC" for s in SEPARATIONS) + " | all AUC |")
+    print("|---|" + "---|" * (len(SEPARATIONS) + 1))
+    for name, by in rows.items():
+        print(f"| {run}:{name} | " + " | ".join(f"{by[s]:.3f}" for s in SEPARATIONS) + f" | {by['all']:.3f} |")
+    result = {}
+    for suffix in ("", "_z"):
+        names = [f"ae1{suffix}", f"ae2{suffix}"]
+        r = abcd_study((bkg[names[0]], bkg[names[1]]), (sig[names[0]], sig[names[1]]), keep=0.01,
+                       subsets=subsets, bootstrap=bootstrap)
+        result["+".join(names)] = r
+        c = r["correlation"]
+        print(f"\nABCD with {names[0]} x {names[1]} (background {n_b:,}): dCorr^2 {c['disco']:.4f}, "
+              f"Pearson {c['pearson']:+.4f}")
+        for cl, sp in zip(r["closure"], r["closure_spread"], strict=True):
+            print(f"  keep {cl['keep']:g}: all {n_b:,}: predicted {cl['predicted']:.1f} ± {cl['predicted_error']:.1f}, "
+                  f"observed {cl['observed']}, pull {cl['pull']:+.2f} | {sp['subsets']} subsets of "
+                  f"{sp['subset_size']:,}: pulls mean {sp['subset_mean']:+.2f} ± {sp['subset_mean_error']:.2f}, std "
+                  f"{sp['subset_std']:.2f} [{', '.join(f'{x:+.2f}' for x in sp['subset_pulls'])}] | "
+                  f"{len(sp['bootstrap_pulls'])} bootstrap: mean {sp['bootstrap_mean']:+.2f}, std {sp['bootstrap_std']:.2f}")
+        for inj in r["injection"]:
+            rr = inj["result"]
+            print(f"  signal {inj['fraction']:g} ({inj['n_signal']} events, {inj['signal_in_sr']} in SR): predicted "
+                  f"{rr['predicted']:.1f} ± {rr['predicted_error']:.1f}, observed {rr['observed']}, "
+                  f"significance {inj['significance']:.2f}")
+    (OUT / f"abcd_{run}.json").write_text(json.dumps(result, indent=2) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="step", required=True)
     sub.add_parser("prepare")
     t = sub.add_parser("train")
-    t.add_argument("which", choices=("ae", "pair"))
+    t.add_argument("which", choices=("ae", "pair", "pair-heldout"))
     t.add_argument("--max-time", type=float, default=720.0, help="seconds")
     t.add_argument("--decorrelate", type=float, default=1.0)
+    t.add_argument("--steps", type=int, default=None, help="AdamW steps (the cosine schedule's length)")
     s = sub.add_parser("study")
     s.add_argument("--threads", type=int, default=1)
+    c = sub.add_parser("closure")
+    c.add_argument("--threads", type=int, default=1)
+    c.add_argument("--subsets", type=int, default=4)
+    c.add_argument("--bootstrap", type=int, default=200)
+    c.add_argument("--run", default="ae-pair-heldout", help="the trained pair's folder under the output folder")
     a = p.parse_args(argv)
     if not BKG.is_file():
         print(f"the shared data are absent ({BKG})", file=sys.stderr)
@@ -182,7 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     if a.step == "prepare":
         prepare()
     elif a.step == "train":
-        train("ae" if a.which == "ae" else "ae-pair", a.max_time, a.decorrelate)
+        train(a.which, a.max_time, a.decorrelate, a.steps)
+    elif a.step == "closure":
+        closure_study(a.threads, a.subsets, a.bootstrap, a.run)
     else:
         study(a.threads)
     return 0

@@ -17,6 +17,7 @@ from caloforge.anomaly import (
     ModelScore,
     abcd,
     closure,
+    closure_spread,
     distance_correlation,
     evaluate_scores,
     inject,
@@ -182,6 +183,38 @@ def test_abcd_closes_on_independent_scores_and_not_on_correlated_ones():
     assert r.predicted == pytest.approx(r.cr1 * r.cr3 / r.cr2)
     with pytest.raises(InputError, match="empty"):
         abcd(a, b, a.max() + 1, b.max() + 1)
+
+
+def test_abcd_error_propagates_all_three_control_regions_and_the_observed_count():
+    # points placed by hand: SR 12, CR1 50 (s1 > 0, s2 <= 0), CR2 400, CR3 80
+    counts = {(1.0, 1.0): 12, (1.0, -1.0): 50, (-1.0, -1.0): 400, (-1.0, 1.0): 80}
+    s1 = np.concatenate([np.full(n, a) for (a, _), n in counts.items()])
+    s2 = np.concatenate([np.full(n, b) for (_, b), n in counts.items()])
+    r = abcd(s1, s2, 0.0, 0.0)
+    assert (r.sr, r.cr1, r.cr2, r.cr3) == (12, 50, 400, 80)
+    assert r.predicted == pytest.approx(10.0)
+    assert r.predicted_error == pytest.approx(10.0 * math.sqrt(1 / 50 + 1 / 400 + 1 / 80))
+    assert r.pull == pytest.approx((12 - 10.0) / math.sqrt(12 + r.predicted_error**2))
+
+
+def test_closure_pulls_are_unit_normal_on_independent_scores_and_not_on_correlated_ones():
+    """The stated error is the right one: over 100 disjoint subsets (about 20 showers expected in
+    each signal region) the pulls have mean 0 and spread 1 (without the observed count's Poisson
+    term in the denominator their spread would be about 2.2; with one control region's error
+    alone, larger still)."""
+    rng = np.random.default_rng(7)
+    n = 200_000
+    a, b = rng.normal(size=n), rng.normal(size=n)
+    s = closure_spread(a, b, keep=0.01, subsets=100, bootstrap=40, seed=3)
+    assert len(s.subset_pulls) == 100 and s.subset_size == 2000 and len(s.bootstrap_pulls) == 40
+    assert abs(s.subset_mean) < 0.35 and 0.8 < s.subset_std < 1.2
+    assert s.subset_mean_error == pytest.approx(s.subset_std / 10)
+    assert 0.7 < s.bootstrap_std < 1.3  # the bootstrap spread agrees with the stated error too
+    c = 0.3 * a + math.sqrt(1 - 0.09) * rng.normal(size=n)  # a mild correlation (Pearson 0.3)
+    bad = closure_spread(a, c, keep=0.01, subsets=100, seed=3)
+    assert bad.subset_mean > 1.0 and bad.subset_mean > 5 * bad.subset_mean_error
+    with pytest.raises(InputError, match="fewer subsets"):
+        closure_spread(a[:1000], b[:1000], keep=0.01, subsets=20)
 
 
 def test_signal_injection_grows_significance():
