@@ -179,13 +179,13 @@ def study(threads: int) -> None:
     print(f"\nreport: {OUT / 'eval' / 'report.html'}")
 
 
-def closure_study(threads: int, subsets: int, bootstrap: int, run: str = "ae-pair-heldout") -> None:
+def closure_study(threads: int, subsets: list[int], bootstrap: int, run: str = "ae-pair-heldout") -> None:
     """ABCD closure of the held-out pair on every background shower it never saw (file 1 rows
     12,000-14,999 + all of part2), calibrated on file 1 rows 10,000-11,999: the full-sample
     closure, its repetition over ``subsets`` disjoint subsets and ``bootstrap`` replicas at keep
-    1%, 2%, 5%; the pair's correlation on that background; signal injection; AUCs per separation."""
+    1%, 2%, 5% (and on each of the two files alone); the pair's correlation on that background; signal injection; AUCs per separation."""
     from caloforge._threads import configure_threads
-    from caloforge.anomaly.abcd import abcd_study
+    from caloforge.anomaly.abcd import abcd_study, closure, closure_spread
     from caloforge.anomaly.evaluation import evaluate_scores, read_property
     from caloforge.anomaly.scores import calibrate, make_score, score_file, write_scores
     from caloforge.data import open_showers
@@ -205,7 +205,8 @@ def closure_study(threads: int, subsets: int, bootstrap: int, run: str = "ae-pai
     sig = res["sig"].scores
     n_b = len(next(iter(bkg.values())))
     log = json.loads((OUT / run / "config.json").read_text()) if (OUT / run / "config.json").is_file() else {}
-    print(f"# python benchmarks/anomaly_study.py closure --threads {threads} --subsets {subsets} --bootstrap {bootstrap}")
+    print(f"# python benchmarks/anomaly_study.py closure --threads {threads} --subsets {','.join(map(str, subsets))} "
+          f"--bootstrap {bootstrap}")
     print(f"# pair: {OUT / run}, model config {json.dumps(log.get('model_config', {}))}")
     print(f"# trained on {BKG.name} rows {PAIR_TRAIN_ROWS[0]}-{PAIR_TRAIN_ROWS[1] - 1} (5% of them validation); "
           f"calibrated on rows {PAIR_CAL_ROWS[0]}-{PAIR_CAL_ROWS[1] - 1}")
@@ -224,17 +225,24 @@ def closure_study(threads: int, subsets: int, bootstrap: int, run: str = "ae-pai
     for suffix in ("", "_z"):
         names = [f"ae1{suffix}", f"ae2{suffix}"]
         r = abcd_study((bkg[names[0]], bkg[names[1]]), (sig[names[0]], sig[names[1]]), keep=0.01,
-                       subsets=subsets, bootstrap=bootstrap)
+                       subsets=1, bootstrap=bootstrap)
         result["+".join(names)] = r
         c = r["correlation"]
         print(f"\nABCD with {names[0]} x {names[1]} (background {n_b:,}): dCorr^2 {c['disco']:.4f}, "
               f"Pearson {c['pearson']:+.4f}")
         for cl, sp in zip(r["closure"], r["closure_spread"], strict=True):
-            print(f"  keep {cl['keep']:g}: all {n_b:,}: predicted {cl['predicted']:.1f} ± {cl['predicted_error']:.1f}, "
-                  f"observed {cl['observed']}, pull {cl['pull']:+.2f} | {sp['subsets']} subsets of "
-                  f"{sp['subset_size']:,}: pulls mean {sp['subset_mean']:+.2f} ± {sp['subset_mean_error']:.2f}, std "
-                  f"{sp['subset_std']:.2f} [{', '.join(f'{x:+.2f}' for x in sp['subset_pulls'])}] | "
-                  f"{len(sp['bootstrap_pulls'])} bootstrap: mean {sp['bootstrap_mean']:+.2f}, std {sp['bootstrap_std']:.2f}")
+            k = cl["keep"]
+            print(f"  keep {k:g}: all {n_b:,}: predicted {cl['predicted']:.1f} ± {cl['predicted_error']:.1f}, "
+                  f"observed {cl['observed']}, pull {cl['pull']:+.2f}; {len(sp['bootstrap_pulls'])} bootstrap replicas: "
+                  f"pulls mean {sp['bootstrap_mean']:+.2f}, std {sp['bootstrap_std']:.2f}")
+            for n_sub in subsets:
+                s = closure_spread(bkg[names[0]], bkg[names[1]], k, n_sub, 0, seed=1)
+                print(f"    {n_sub} disjoint subsets of {s.subset_size:,}: pulls mean {s.subset_mean:+.2f} ± "
+                      f"{s.subset_mean_error:.2f}, std {s.subset_std:.2f}  [{', '.join(f'{x:+.1f}' for x in s.subset_pulls)}]")
+            for tag, src in (("bkg1", BKG.name), ("bkg2", PART2.name)):
+                one = closure(res[tag].scores[names[0]], res[tag].scores[names[1]], k)
+                print(f"    {src} alone ({res[tag].n:,}): predicted {one.predicted:.1f} ± {one.predicted_error:.1f}, "
+                      f"observed {one.observed}, pull {one.pull:+.2f}")
         for inj in r["injection"]:
             rr = inj["result"]
             print(f"  signal {inj['fraction']:g} ({inj['n_signal']} events, {inj['signal_in_sr']} in SR): predicted "
@@ -256,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--threads", type=int, default=1)
     c = sub.add_parser("closure")
     c.add_argument("--threads", type=int, default=1)
-    c.add_argument("--subsets", type=int, default=4)
+    c.add_argument("--subsets", default="4,8", help="numbers of disjoint subsets, comma-separated")
     c.add_argument("--bootstrap", type=int, default=200)
     c.add_argument("--run", default="ae-pair-heldout", help="the trained pair's folder under the output folder")
     a = p.parse_args(argv)
@@ -268,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     elif a.step == "train":
         train(a.which, a.max_time, a.decorrelate, a.steps)
     elif a.step == "closure":
-        closure_study(a.threads, a.subsets, a.bootstrap, a.run)
+        closure_study(a.threads, [int(k) for k in a.subsets.split(",")], a.bootstrap, a.run)
     else:
         study(a.threads)
     return 0
