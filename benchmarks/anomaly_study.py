@@ -3,6 +3,8 @@
     python benchmarks/anomaly_study.py prepare        # the training file (rows 0-11,999 of the first file)
     python benchmarks/anomaly_study.py train ae|pair [--max-time 12m]   # 1 thread; run under nohup
     python benchmarks/anomaly_study.py study [--threads 1]              # scores, table, ABCD, costs
+    python benchmarks/anomaly_study.py train pair-heldout --decorrelate 2 --steps 1300 --max-time 3000
+    python benchmarks/anomaly_study.py closure [--subsets 4,8 --bootstrap 200]   # ABCD closure, held-out split
 
 Background: single electrons of ``../shared/data``. The autoencoders train on rows 0-11,999 of
 ``g4_ds2_electrons_1-100GeV.h5`` plus all of ``..._part2.h5`` (5% of them validation); the
@@ -18,7 +20,15 @@ the held-out background looks slightly *more* anomalous: conservative).
 The pair trains with ``decorrelate`` 1.0 and the DisCo penalty within 4 groups of similar E_inc
 per batch (``decorrelate_groups``, the default); ``train pair --decorrelate L`` changes the weight.
 
-Outputs under ``bench-output/anomaly/`` (score files, ``eval/report.html``, ``abcd.json``) and
+The ABCD closure (``closure``) uses its own split, to close on as many never-seen showers as the
+files allow: ``train pair-heldout`` trains the pair on rows 0-9,999 of the first file only (5% of
+them validation), it is calibrated on rows 10,000-11,999 and closes on rows 12,000-14,999 plus
+all of ``_part2`` (11,201 showers): once on all of them, on 4 and 8 disjoint random subsets
+(independent pulls: mean and spread) and on bootstrap replicas (the spread checks the stated
+error), at keep 1%, 2%, 5%, and on each file alone. Output in ``benchmarks/anomaly_closure.txt``.
+
+Outputs under ``bench-output/anomaly/`` (or ``$ANOMALY_STUDY_OUT``, e.g. a scratch folder outside
+the repository: the trained models are not shipped) (score files, ``eval/report.html``, ``abcd.json``) and
 the tables on stdout (copied to ``benchmarks/anomaly_study.txt``).
 """
 
