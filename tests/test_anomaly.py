@@ -217,6 +217,25 @@ def test_closure_pulls_are_unit_normal_on_independent_scores_and_not_on_correlat
         closure_spread(a[:1000], b[:1000], keep=0.01, subsets=20)
 
 
+def test_binned_closure_removes_a_shared_dependence_on_the_condition():
+    """Two scores independent at fixed energy but both drifting with it: ABCD over all showers
+    fails (the drift correlates them), ABCD in bins of the energy closes."""
+    rng = np.random.default_rng(8)
+    n = 200_000
+    level = rng.integers(0, 4, n)  # four energy levels (x: with a little spread within each)
+    x = level + rng.uniform(0, 0.5, n)
+    a, b = rng.normal(size=n) + level, rng.normal(size=n) + level
+    assert closure(a, b, keep=0.01).pull > 10
+    r = closure(a, b, keep=0.01, condition=x, n_bins=4)
+    assert abs(r.pull) < 3 and r.observed == pytest.approx(0.01 * n, rel=0.1)
+    label = np.searchsorted(np.quantile(x, [0.25, 0.5, 0.75]), x, side="right")  # the quantile bins
+    parts = [closure(a[label == k], b[label == k], keep=0.01) for k in range(4)]
+    assert r.predicted == pytest.approx(sum(p.predicted for p in parts))
+    assert r.predicted_error == pytest.approx(math.sqrt(sum(p.predicted_error**2 for p in parts)))
+    s = closure_spread(a, b, keep=0.01, subsets=20, seed=1, condition=x, n_bins=4)
+    assert abs(s.subset_mean) < 4 * s.subset_mean_error + 0.2
+
+
 def test_signal_injection_grows_significance():
     rng = np.random.default_rng(5)
     bkg = (rng.normal(size=20000), rng.normal(size=20000))

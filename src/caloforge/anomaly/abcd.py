@@ -90,11 +90,34 @@ def abcd(score1: np.ndarray, score2: np.ndarray, cut1: float, cut2: float) -> AB
     return ABCDResult(cut1, cut2, sr, cr1, cr2, cr3, pred, err, sr, pull)
 
 
-def closure(score1: np.ndarray, score2: np.ndarray, keep: float = 0.01) -> ABCDResult:
+def closure(score1: np.ndarray, score2: np.ndarray, keep: float = 0.01, condition: np.ndarray | None = None,
+            n_bins: int = 1) -> ABCDResult:
     """ABCD on background only with data-driven cuts keeping ``keep`` of it in the signal region:
-    the prediction should agree with the observed count within its error."""
-    c1, c2 = abcd_cuts(score1, score2, keep)
-    return abcd(score1, score2, c1, c2)
+    the prediction should agree with the observed count within its error.
+
+    With ``condition`` (one value per shower, e.g. log E_inc) and ``n_bins`` > 1: ABCD in each of
+    ``n_bins`` quantile bins of it (cuts at each bin's own quantiles), the counts and predictions
+    summed, the errors added in quadrature (the returned cuts are NaN). This needs the scores to
+    be independent only *within* each bin: two scores that each drift with the condition are
+    correlated over all showers, however independent at fixed condition."""
+    if condition is None or n_bins <= 1:
+        c1, c2 = abcd_cuts(score1, score2, keep)
+        return abcd(score1, score2, c1, c2)
+    s1, s2 = np.asarray(score1, dtype=np.float64), np.asarray(score2, dtype=np.float64)
+    x = np.asarray(condition, dtype=np.float64).reshape(-1)
+    if len(x) != len(s1):
+        raise InputError(f"the condition has {len(x)} values for {len(s1)} showers")
+    edges = np.quantile(x, np.linspace(0, 1, n_bins + 1)[1:-1])
+    label = np.searchsorted(edges, x, side="right")
+    if np.bincount(label, minlength=n_bins).min() * keep < 1:
+        raise InputError(f"a bin of the condition expects fewer than one shower in its signal region: use fewer "
+                         f"than {n_bins} bins")
+    parts = [closure(s1[label == b], s2[label == b], keep) for b in range(n_bins)]
+    sr, cr1, cr2, cr3 = (sum(getattr(r, k) for r in parts) for k in ("sr", "cr1", "cr2", "cr3"))
+    pred = float(sum(r.predicted for r in parts))
+    err = math.sqrt(sum(r.predicted_error**2 for r in parts))
+    pull = (sr - pred) / math.sqrt(sr + err**2) if sr + err**2 > 0 else 0.0
+    return ABCDResult(math.nan, math.nan, sr, cr1, cr2, cr3, pred, err, sr, pull)
 
 
 @dataclass
@@ -141,10 +164,11 @@ class ClosureSpread:
 
 
 def closure_spread(score1: np.ndarray, score2: np.ndarray, keep: float = 0.01, subsets: int = 4, bootstrap: int = 0,
-                   seed: int = 0) -> ClosureSpread:
+                   seed: int = 0, condition: np.ndarray | None = None, n_bins: int = 1) -> ClosureSpread:
     """The closure repeated on ``subsets`` disjoint random subsets of the background (each with its
     own data-driven cuts; independent pulls) and on ``bootstrap`` replicas of all of it (drawn
-    with replacement; pulls correlated with the full sample's, their spread checks the error)."""
+    with replacement; pulls correlated with the full sample's, their spread checks the error);
+    ``condition``, ``n_bins``: ABCD in bins of a condition (see :func:`closure`)."""
     s1, s2 = np.asarray(score1, dtype=np.float64), np.asarray(score2, dtype=np.float64)
     if s1.shape != s2.shape or s1.ndim != 1:
         raise InputError(f"the two scores must be 1-D arrays of the same length, got {s1.shape} and {s2.shape}")
@@ -156,12 +180,13 @@ def closure_spread(score1: np.ndarray, score2: np.ndarray, keep: float = 0.01, s
         raise InputError(f"{subsets} subsets of {size} showers expect fewer than one in the signal region at keep "
                          f"{keep}: use fewer subsets")
     order = rng.permutation(len(s1))
-    subset_pulls = [closure(s1[idx], s2[idx], keep).pull for idx in (order[k * size : (k + 1) * size]
-                                                                      for k in range(subsets))]
+    x = None if condition is None else np.asarray(condition, dtype=np.float64).reshape(-1)
+    subset_pulls = [closure(s1[idx], s2[idx], keep, None if x is None else x[idx], n_bins).pull
+                    for idx in (order[k * size : (k + 1) * size] for k in range(subsets))]
     boot = []
     for _ in range(bootstrap):
         idx = rng.integers(0, len(s1), len(s1))
-        boot.append(closure(s1[idx], s2[idx], keep).pull)
+        boot.append(closure(s1[idx], s2[idx], keep, None if x is None else x[idx], n_bins).pull)
     return ClosureSpread(keep, subsets, size, subset_pulls, boot)
 
 
