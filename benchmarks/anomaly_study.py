@@ -225,6 +225,7 @@ def closure_study(threads: int, subsets: list[int], bootstrap: int, run: str = "
     bkg = {n: np.concatenate([res["bkg1"].scores[n], res["bkg2"].scores[n]]) for n in res["bkg1"].scores}
     sig = res["sig"].scores
     n_b = len(next(iter(bkg.values())))
+    log_e = np.log(np.concatenate([res["bkg1"].incident_energies, res["bkg2"].incident_energies]))
     log = json.loads((OUT / run / "config.json").read_text()) if (OUT / run / "config.json").is_file() else {}
     print(f"# python benchmarks/anomaly_study.py closure --threads {threads} --subsets {','.join(map(str, subsets))} "
           f"--bootstrap {bootstrap}")
@@ -260,6 +261,16 @@ def closure_study(threads: int, subsets: list[int], bootstrap: int, run: str = "
                 s = closure_spread(bkg[names[0]], bkg[names[1]], k, n_sub, 0, seed=1)
                 print(f"    {n_sub} disjoint subsets of {s.subset_size:,}: pulls mean {s.subset_mean:+.2f} ± "
                       f"{s.subset_mean_error:.2f}, std {s.subset_std:.2f}  [{', '.join(f'{x:+.1f}' for x in s.subset_pulls)}]")
+            for n_bins in (4, 8, 16):
+                one = closure(bkg[names[0]], bkg[names[1]], k, log_e, n_bins)
+                line = (f"    ABCD in {n_bins} bins of log E_inc: predicted {one.predicted:.1f} ± {one.predicted_error:.1f}, "
+                        f"observed {one.observed}, pull {one.pull:+.2f}")
+                n_sub = max(m for m in (1, 4, 8) if (n_b // m) // n_bins * k >= 2)
+                if n_sub > 1:
+                    s = closure_spread(bkg[names[0]], bkg[names[1]], k, n_sub, 0, seed=1, condition=log_e, n_bins=n_bins)
+                    line += (f"; {n_sub} subsets: pulls mean {s.subset_mean:+.2f} ± {s.subset_mean_error:.2f}, "
+                             f"std {s.subset_std:.2f}")
+                print(line)
             for tag, src in (("bkg1", BKG.name), ("bkg2", PART2.name)):
                 one = closure(res[tag].scores[names[0]], res[tag].scores[names[1]], k)
                 print(f"    {src} alone ({res[tag].n:,}): predicted {one.predicted:.1f} ± {one.predicted_error:.1f}, "
