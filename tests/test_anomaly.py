@@ -292,10 +292,15 @@ def test_cli_score_evaluate_and_abcd(files, tmp_path):
                                 "-o", str(tmp_path / f"{name}_pair.h5"), "--threads", "1"])
         assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["anomaly", "abcd", str(tmp_path / "bkg_pair.h5"), "--signal", str(tmp_path / "sig_pair.h5"),
-                            "--keep", "0.1", "--inject", "0.1", "-o", str(tmp_path / "abcd.json")])
+                            "--keep", "0.1", "--inject", "0.1", "--subsets", "2", "--bootstrap", "3",
+                            "-o", str(tmp_path / "abcd.json")])
     assert r.exit_code == 0, r.output
     out = json.loads((tmp_path / "abcd.json").read_text())
     assert out["scores"] == ["ae1", "ae2"] and len(out["injection"]) == 1 and "disco" in out["correlation"]
+    spread = out["closure_spread"]
+    assert [s["keep"] for s in spread] == [c["keep"] for c in out["closure"]]
+    assert all(len(s["subset_pulls"]) == 2 and len(s["bootstrap_pulls"]) == 3 for s in spread)
+    assert "closure spread, keep 0.1: 2 subsets" in r.output
 
 
 def test_cli_bad_inputs_give_one_line(files, tmp_path):
