@@ -75,7 +75,7 @@ def prepare() -> None:
 
 
 def train(which: str, max_time: float, decorrelate: float, steps: int | None = None, init: str | None = None,
-          lr: float = 2e-3, run: str | None = None) -> None:
+          lr: float = 2e-3, run: str | None = None, detrend: bool = False) -> None:
     """Train ``which``; ``init``: start from the weights of the trained pair in that run folder
     (its config with ``decorrelate`` replaced), e.g. to fine-tune with another DisCo weight."""
     import dataclasses
@@ -88,12 +88,14 @@ def train(which: str, max_time: float, decorrelate: float, steps: int | None = N
     torch.set_num_threads(1)
     files = [PAIR_TRAIN_FILE] if which == "pair-heldout" else [TRAIN_FILE, PART2]
     name, cfg, default_steps = (("ae", None, 1300) if which == "ae" else
-                                ("ae-pair", {"decorrelate": decorrelate}, 800 if which == "pair" else 1400))
+                                ("ae-pair", {"decorrelate": decorrelate, "decorrelate_detrend": detrend},
+                                 800 if which == "pair" else 1400))
     run = run or {"ae": "ae", "pair": "ae-pair", "pair-heldout": "ae-pair-heldout"}[which]
     model: str | ShowerModel = name
     if init is not None:
         model = load_model(str(OUT / init))
-        model.config = dataclasses.replace(model.config, decorrelate=decorrelate)  # type: ignore[type-var]
+        model.config = dataclasses.replace(model.config, decorrelate=decorrelate,  # type: ignore[type-var]
+                                           decorrelate_detrend=detrend)
         cfg = None
     r = train_files(model, files, OUT / run, model_config=cfg, val_fraction=0.05, max_time=max_time,
                     steps=steps or default_steps, batch_size=128, lr=lr, progress=False, say=print)
@@ -294,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--steps", type=int, default=None, help="AdamW steps (the cosine schedule's length)")
     t.add_argument("--init", default=None, help="start from the trained pair in this run folder (fine-tuning)")
     t.add_argument("--lr", type=float, default=2e-3)
+    t.add_argument("--detrend", action="store_true", help="DisCo on the errors less their trend in log E (pair)")
     t.add_argument("--run", default=None, help="run folder name (default: ae, ae-pair or ae-pair-heldout)")
     s = sub.add_parser("study")
     s.add_argument("--threads", type=int, default=1)
@@ -309,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.step == "prepare":
         prepare()
     elif a.step == "train":
-        train(a.which, a.max_time, a.decorrelate, a.steps, a.init, a.lr, a.run)
+        train(a.which, a.max_time, a.decorrelate, a.steps, a.init, a.lr, a.run, a.detrend)
     elif a.step == "closure":
         closure_study(a.threads, [int(k) for k in a.subsets.split(",")], a.bootstrap, a.run)
     else:

@@ -118,6 +118,24 @@ def test_pair_gives_two_scores_and_penalises_their_distance_correlation(showers)
     assert torch.isclose(tied.disco(e, e1, e2), want)
 
 
+def test_pair_detrended_disco_ignores_linear_energy_trends():
+    """Errors that are independent apart from opposite trends in log E_inc: the plain penalty sees
+    the trends, the detrended one (``decorrelate_detrend``) sees only what is left."""
+    g = torch.Generator().manual_seed(2)
+    e = torch.exp(torch.empty(400).uniform_(7, 11, generator=g))
+    pair = build_model("ae-pair", G, get_model_class("ae-pair").Config.tiny().replace(decorrelate_groups=1))
+    pair.fit_preprocessing(e, torch.zeros(400, G.n_voxels))
+    c = pair._condition(e)
+    n1, n2 = torch.randn(400, generator=g), torch.randn(400, generator=g)
+    e1, e2 = 3 * c + n1, -3 * c + n2
+    plain = pair.disco(e, e1, e2)
+    pair.config = pair.config.replace(decorrelate_detrend=True)
+    detrended = pair.disco(e, e1, e2)
+    assert plain > 0.5 and detrended < 0.05
+    assert torch.isclose(detrended, distance_correlation_sq(e1 - e1.mean() - 3 * (c - c.mean()),
+                                                            e2 - e2.mean() + 3 * (c - c.mean())), atol=0.02)
+
+
 def test_distance_correlation_tells_dependence_from_independence():
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=2000), rng.normal(size=2000)
