@@ -17,6 +17,7 @@ from caloforge.anomaly import (
     ModelScore,
     abcd,
     closure,
+    closure_spread,
     distance_correlation,
     evaluate_scores,
     inject,
@@ -117,6 +118,24 @@ def test_pair_gives_two_scores_and_penalises_their_distance_correlation(showers)
     assert torch.isclose(tied.disco(e, e1, e2), want)
 
 
+def test_pair_detrended_disco_ignores_linear_energy_trends():
+    """Errors that are independent apart from opposite trends in log E_inc: the plain penalty sees
+    the trends, the detrended one (``decorrelate_detrend``) sees only what is left."""
+    g = torch.Generator().manual_seed(2)
+    e = torch.exp(torch.empty(400).uniform_(7, 11, generator=g))
+    pair = build_model("ae-pair", G, get_model_class("ae-pair").Config.tiny().replace(decorrelate_groups=1))
+    pair.fit_preprocessing(e, torch.zeros(400, G.n_voxels))
+    c = pair._condition(e)
+    n1, n2 = torch.randn(400, generator=g), torch.randn(400, generator=g)
+    e1, e2 = 3 * c + n1, -3 * c + n2
+    plain = pair.disco(e, e1, e2)
+    pair.config = pair.config.replace(decorrelate_detrend=True)
+    detrended = pair.disco(e, e1, e2)
+    assert plain > 0.5 and detrended < 0.05
+    assert torch.isclose(detrended, distance_correlation_sq(e1 - e1.mean() - 3 * (c - c.mean()),
+                                                            e2 - e2.mean() + 3 * (c - c.mean())), atol=0.02)
+
+
 def test_distance_correlation_tells_dependence_from_independence():
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=2000), rng.normal(size=2000)
@@ -184,6 +203,57 @@ def test_abcd_closes_on_independent_scores_and_not_on_correlated_ones():
         abcd(a, b, a.max() + 1, b.max() + 1)
 
 
+def test_abcd_error_propagates_all_three_control_regions_and_the_observed_count():
+    # points placed by hand: SR 12, CR1 50 (s1 > 0, s2 <= 0), CR2 400, CR3 80
+    counts = {(1.0, 1.0): 12, (1.0, -1.0): 50, (-1.0, -1.0): 400, (-1.0, 1.0): 80}
+    s1 = np.concatenate([np.full(n, a) for (a, _), n in counts.items()])
+    s2 = np.concatenate([np.full(n, b) for (_, b), n in counts.items()])
+    r = abcd(s1, s2, 0.0, 0.0)
+    assert (r.sr, r.cr1, r.cr2, r.cr3) == (12, 50, 400, 80)
+    assert r.predicted == pytest.approx(10.0)
+    assert r.predicted_error == pytest.approx(10.0 * math.sqrt(1 / 50 + 1 / 400 + 1 / 80))
+    assert r.pull == pytest.approx((12 - 10.0) / math.sqrt(12 + r.predicted_error**2))
+
+
+def test_closure_pulls_are_unit_normal_on_independent_scores_and_not_on_correlated_ones():
+    """The stated error is the right one: over 100 disjoint subsets (about 20 showers expected in
+    each signal region) the pulls have mean 0 and spread 1 (without the observed count's Poisson
+    term in the denominator their spread would be about 2.2; with one control region's error
+    alone, larger still)."""
+    rng = np.random.default_rng(7)
+    n = 200_000
+    a, b = rng.normal(size=n), rng.normal(size=n)
+    s = closure_spread(a, b, keep=0.01, subsets=100, bootstrap=40, seed=3)
+    assert len(s.subset_pulls) == 100 and s.subset_size == 2000 and len(s.bootstrap_pulls) == 40
+    assert abs(s.subset_mean) < 0.35 and 0.8 < s.subset_std < 1.2
+    assert s.subset_mean_error == pytest.approx(s.subset_std / 10)
+    assert 0.7 < s.bootstrap_std < 1.3  # the bootstrap spread agrees with the stated error too
+    c = 0.3 * a + math.sqrt(1 - 0.09) * rng.normal(size=n)  # a mild correlation (Pearson 0.3)
+    bad = closure_spread(a, c, keep=0.01, subsets=100, seed=3)
+    assert bad.subset_mean > 1.0 and bad.subset_mean > 5 * bad.subset_mean_error
+    with pytest.raises(InputError, match="fewer subsets"):
+        closure_spread(a[:1000], b[:1000], keep=0.01, subsets=20)
+
+
+def test_binned_closure_removes_a_shared_dependence_on_the_condition():
+    """Two scores independent at fixed energy but both drifting with it: ABCD over all showers
+    fails (the drift correlates them), ABCD in bins of the energy closes."""
+    rng = np.random.default_rng(8)
+    n = 200_000
+    level = rng.integers(0, 4, n)  # four energy levels (x: with a little spread within each)
+    x = level + rng.uniform(0, 0.5, n)
+    a, b = rng.normal(size=n) + level, rng.normal(size=n) + level
+    assert closure(a, b, keep=0.01).pull > 10
+    r = closure(a, b, keep=0.01, condition=x, n_bins=4)
+    assert abs(r.pull) < 3 and r.observed == pytest.approx(0.01 * n, rel=0.1)
+    label = np.searchsorted(np.quantile(x, [0.25, 0.5, 0.75]), x, side="right")  # the quantile bins
+    parts = [closure(a[label == k], b[label == k], keep=0.01) for k in range(4)]
+    assert r.predicted == pytest.approx(sum(p.predicted for p in parts))
+    assert r.predicted_error == pytest.approx(math.sqrt(sum(p.predicted_error**2 for p in parts)))
+    s = closure_spread(a, b, keep=0.01, subsets=20, seed=1, condition=x, n_bins=4)
+    assert abs(s.subset_mean) < 4 * s.subset_mean_error + 0.2
+
+
 def test_signal_injection_grows_significance():
     rng = np.random.default_rng(5)
     bkg = (rng.normal(size=20000), rng.normal(size=20000))
@@ -240,10 +310,15 @@ def test_cli_score_evaluate_and_abcd(files, tmp_path):
                                 "-o", str(tmp_path / f"{name}_pair.h5"), "--threads", "1"])
         assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["anomaly", "abcd", str(tmp_path / "bkg_pair.h5"), "--signal", str(tmp_path / "sig_pair.h5"),
-                            "--keep", "0.1", "--inject", "0.1", "-o", str(tmp_path / "abcd.json")])
+                            "--keep", "0.1", "--inject", "0.1", "--subsets", "2", "--bootstrap", "3",
+                            "-o", str(tmp_path / "abcd.json")])
     assert r.exit_code == 0, r.output
     out = json.loads((tmp_path / "abcd.json").read_text())
     assert out["scores"] == ["ae1", "ae2"] and len(out["injection"]) == 1 and "disco" in out["correlation"]
+    spread = out["closure_spread"]
+    assert [s["keep"] for s in spread] == [c["keep"] for c in out["closure"]]
+    assert all(len(s["subset_pulls"]) == 2 and len(s["bootstrap_pulls"]) == 3 for s in spread)
+    assert "closure spread, keep 0.1: 2 subsets" in r.output
 
 
 def test_cli_bad_inputs_give_one_line(files, tmp_path):

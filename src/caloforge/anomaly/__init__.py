@@ -9,7 +9,16 @@
   independent scores, its closure and signal injection (``caloforge anomaly abcd``).
 """
 
-from caloforge.anomaly.abcd import ABCDResult, InjectionResult, abcd, abcd_cuts, closure, inject
+from caloforge.anomaly.abcd import (
+    ABCDResult,
+    ClosureSpread,
+    InjectionResult,
+    abcd,
+    abcd_cuts,
+    closure,
+    closure_spread,
+    inject,
+)
 from caloforge.anomaly.evaluation import AnomalyEvaluation, ScoreMetrics, evaluate_scores, write_anomaly_report
 from caloforge.anomaly.scores import (
     LikelihoodScore,
@@ -26,6 +35,7 @@ from caloforge.anomaly.scores import (
 __all__ = [
     "ABCDResult",
     "AnomalyEvaluation",
+    "ClosureSpread",
     "InjectionResult",
     "LikelihoodScore",
     "ModelScore",
@@ -35,6 +45,7 @@ __all__ = [
     "abcd",
     "abcd_cuts",
     "closure",
+    "closure_spread",
     "distance_correlation",
     "evaluate_scores",
     "inject",

@@ -151,7 +151,11 @@ def abcd(
     keep: float = typer.Option(0.01, "--keep", help="Fraction of background in the signal region (each cut keeps its "
                                "square root)."),
     fractions: str = typer.Option("0.001,0.01,0.1", "--inject", help="Signal fractions to inject, comma-separated."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the injected signal's choice."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the injected signal's choice, the subsets and replicas."),
+    subsets: int = typer.Option(1, "--subsets", help="Also repeat the closure on this many disjoint random subsets "
+                                "of the background and report the pulls' mean and spread."),
+    bootstrap: int = typer.Option(0, "--bootstrap", help="Also repeat the closure on this many bootstrap replicas of "
+                                  "the background (the pulls' spread checks the stated error)."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Write the results as JSON here."),
 ) -> None:
     """ABCD background estimate with two scores: closure on background, signal injection.
@@ -179,7 +183,8 @@ def abcd(
         sig = (s.scores[wanted[0]], s.scores[wanted[1]])
     if output is not None:
         check_output(output, [p for p in (background, signal) if p is not None])
-    result = abcd_study((b.scores[wanted[0]], b.scores[wanted[1]]), sig, keep, _floats(fractions, "--inject"), seed)
+    result = abcd_study((b.scores[wanted[0]], b.scores[wanted[1]]), sig, keep, _floats(fractions, "--inject"), seed,
+                        subsets, bootstrap)
     result["scores"] = wanted
     c = result["correlation"]
     console.print(f"background: {result['n_background']:,} showers; {wanted[0]} vs {wanted[1]}: "
@@ -187,6 +192,15 @@ def abcd(
     for r in result["closure"]:
         console.print(f"closure, keep {r['keep']:g}: predicted {r['predicted']:.1f} ± {r['predicted_error']:.1f}, "
                       f"observed {r['observed']}, pull {r['pull']:+.2f}", highlight=False)
+    for s in result.get("closure_spread", []):
+        parts = []
+        if s["subsets"] > 1:
+            parts.append(f"{s['subsets']} subsets of {s['subset_size']:,}: pulls mean {s['subset_mean']:+.2f} "
+                         f"± {s['subset_mean_error']:.2f}, std {s['subset_std']:.2f}")
+        if s["bootstrap_pulls"]:
+            parts.append(f"{len(s['bootstrap_pulls'])} bootstrap replicas: mean {s['bootstrap_mean']:+.2f}, "
+                         f"std {s['bootstrap_std']:.2f}")
+        console.print(f"closure spread, keep {s['keep']:g}: " + "; ".join(parts), highlight=False)
     for inj in result.get("injection", []):
         r = inj["result"]
         console.print(f"signal {inj['fraction']:g} ({inj['n_signal']} showers, {inj['signal_in_sr']} in SR): predicted "

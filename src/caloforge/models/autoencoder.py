@@ -311,6 +311,7 @@ class AutoencoderPairConfig(AutoencoderConfig):
 
     decorrelate: float = 1.0  # weight of the DisCo penalty between the two errors (0: independent training)
     decorrelate_groups: int = 4  # DisCo within this many groups of similar E_inc per batch (1: over the batch)
+    decorrelate_detrend: bool = False  # DisCo on the errors less their linear trend in log E_inc within each group
     second_channels: tuple[int, ...] = (16, 32, 32)  # the second autoencoder's channels
     second_latent: int = 4  # the second autoencoder's bottleneck (different capacity: different errors)
 
@@ -330,6 +331,14 @@ class AutoencoderPairConfig(AutoencoderConfig):
     def tiny(cls) -> AutoencoderPairConfig:
         """Small networks for tests."""
         return cls(channels=(2, 4), latent=4, second_channels=(2, 4), second_latent=2)
+
+
+def _detrend(y: Tensor, x: Tensor) -> Tensor:
+    """``y`` less its least-squares line in ``x`` (differentiable; ``x`` is taken as given)."""
+    x = x.detach().to(y.dtype)
+    xc = x - x.mean()
+    slope = (xc * (y - y.mean())).sum() / torch.clamp((xc * xc).sum(), min=1e-12)
+    return y - y.mean() - slope * xc
 
 
 @register_model
@@ -384,10 +393,16 @@ class AutoencoderPair(_AutoencoderBase):
         """dCorr^2 of the two errors, averaged over ``decorrelate_groups`` groups of the batch with
         similar incident energies: independence at fixed energy, which the ABCD method needs
         (over the whole batch, two errors can be uncorrelated through opposite trends in E_inc
-        and still strongly correlated at each energy)."""
+        and still strongly correlated at each energy). With ``decorrelate_detrend`` each error
+        first loses its linear trend in log E_inc within the group: the penalty then acts on what
+        an energy calibration leaves, not on errors that can keep opposite trends inside a group
+        (measured: the grouped penalty alone leaves the calibrated scores anti-correlated)."""
         order = torch.argsort(e_inc.reshape(-1))
         groups = [g for g in order.chunk(self.config.decorrelate_groups) if len(g) > 2] or [order]
-        return torch.stack([distance_correlation_sq(e1[g], e2[g]) for g in groups]).mean()
+        if not self.config.decorrelate_detrend:
+            return torch.stack([distance_correlation_sq(e1[g], e2[g]) for g in groups]).mean()
+        c = self._condition(e_inc)
+        return torch.stack([distance_correlation_sq(_detrend(e1[g], c[g]), _detrend(e2[g], c[g])) for g in groups]).mean()
 
     def score_names(self) -> tuple[str, ...]:
         return ("ae1", "ae2")
