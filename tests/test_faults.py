@@ -349,6 +349,40 @@ def test_interrupted_generation_leaves_nothing(world: Path, tmp_path: Path, sig:
     assert not _stray_parts(tmp_path)
 
 
+def test_swallowed_interrupt_prints_no_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    """A Ctrl-C that lands in a finaliser (Python prints it as "ignored" with a traceback) is
+    silent once the flag has it; any other exception raised in a finaliser is still reported."""
+    import gc
+    import sys
+
+    from caloforge import _signals
+
+    class Raises:
+        def __init__(self, exc: BaseException):
+            self.exc = exc
+
+        def __del__(self) -> None:
+            raise self.exc
+
+    def finalise(exc: BaseException) -> str:
+        obj = Raises(exc)
+        del obj
+        gc.collect()
+        return capsys.readouterr().err
+
+    previous = sys.unraisablehook
+    sys.unraisablehook = _signals.unraisable_hook
+    try:
+        assert "KeyboardInterrupt" in finalise(KeyboardInterrupt())  # not from our handler: reported
+        with pytest.raises(KeyboardInterrupt):
+            _signals.on_sigint(signal.SIGINT, None)
+        assert finalise(KeyboardInterrupt()) == ""
+        assert "real problem" in finalise(ValueError("real problem"))
+    finally:
+        sys.unraisablehook = previous
+        _signals.reset()
+
+
 def test_killed_generation_is_cleaned_up_by_the_next_write(world: Path, tmp_path: Path) -> None:
     """SIGKILL cannot be caught: its temporary file stays until the next write to the same name
     removes it (its process is gone); a live writer's temporary file is left alone."""

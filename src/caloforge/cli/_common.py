@@ -81,6 +81,7 @@ def user_errors(func: F) -> F:
     def wrapper(*args, **kwargs):
         import os
         import signal
+        import sys
 
         from caloforge import _signals
 
@@ -89,6 +90,8 @@ def user_errors(func: F) -> F:
             previous_int = signal.signal(signal.SIGINT, _signals.on_sigint)
         except ValueError:  # not the main thread: leave signals alone
             previous = previous_int = None
+        previous_hook = sys.unraisablehook
+        sys.unraisablehook = _signals.unraisable_hook
         try:
             return func(*args, **kwargs)
         except (typer.Exit, typer.Abort, SystemExit):
@@ -115,6 +118,7 @@ def user_errors(func: F) -> F:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
                 signal.signal(signal.SIGINT, previous_int)
+            sys.unraisablehook = previous_hook
             _signals.reset()
 
     return wrapper  # type: ignore[return-value]
