@@ -286,14 +286,7 @@ class ConditionalQuantileGaussianizer(Transform):
             c = vc[v]
             r, wb = row[b, c], w[b, c]
             y = torch.log(x[b, v].to(self.knots.dtype)) - torch.log(self._scale_at(scale, cond, b, v, x.shape).to(self.knots.dtype).clamp(min=1e-30))
-            # binary search for the knot interval of y (the interpolated knots are increasing)
-            lo = torch.zeros_like(b)
-            hi = torch.full_like(b, self.n_knots - 1)
-            for _ in range(max(1, math.ceil(math.log2(self.n_knots - 1)))):
-                mid = (lo + hi) // 2
-                right = self._knot(r, wb, mid) <= y
-                lo = torch.where(right, mid, lo)
-                hi = torch.where(right, hi, mid)
+            lo, hi = self._locate(r, wb, y)
             q_lo, q_hi = self._knot(r, wb, lo), self._knot(r, wb, hi)
             frac = ((y - q_lo) / (q_hi - q_lo).clamp(min=1e-12)).clamp(0.0, 1.0)
             lv = self.levels.to(frac.dtype)
@@ -344,14 +337,7 @@ class ConditionalQuantileGaussianizer(Transform):
             log_v = torch.log(x[b, v].double().clamp(min=1e-30)) - torch.log(
                 self._scale_at(scale, cond, b, v, x.shape).double().clamp(min=1e-30))
             y = log_v.to(self.knots.dtype)
-            last = torch.full_like(b, self.n_knots - 1)
-            lo = torch.zeros_like(b)
-            hi = last.clone()
-            for _ in range(max(1, math.ceil(math.log2(self.n_knots - 1)))):
-                mid = (lo + hi) // 2
-                right = self._knot(r, wb, mid) <= y
-                lo = torch.where(right, mid, lo)
-                hi = torch.where(right, hi, mid)
+            lo, hi = self._locate(r, wb, y)
             q_lo, q_hi = self._knot(r, wb, lo).double(), self._knot(r, wb, hi).double()
             width = (q_hi - q_lo).clamp(min=1e-6)
             lv = self.levels.double()
@@ -370,20 +356,36 @@ class ConditionalQuantileGaussianizer(Transform):
             below = yd < q_lo
             above = yd > q_hi
             excess = torch.where(below, q_lo - yd, torch.where(above, yd - q_hi, torch.zeros_like(yd)))
-            frac = ((yd - q_lo) / width).clamp(0.0, 1.0)
-            f_hit = lv[lo] + frac * (lv[hi] - lv[lo])
+            f_hit = lv[lo] + t * (lv[hi] - lv[lo])
             p = p0[b, v]
             u = (p + (1 - p) * f_hit).clamp(_U_EPS, 1 - _U_EPS)
             z[b, v] = math.sqrt(2.0) * torch.special.erfinv(2 * u - 1)
             logd[b, v] = torch.log((1 - p).clamp(min=1e-30)) + torch.log(dens.clamp(min=1e-30)) - excess / width - log_v
         return z, logd
 
-    def _knot_density(self, r: Tensor, w: Tensor, j: Tensor, spacing: int) -> Tensor:
-        """The density of y at knot j (1-D inputs): the m-spacing estimate over a window
-        symmetric about j (narrower at the ends), ``m = spacing >= 1``."""
+    def _locate(self, r: Tensor, w: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """Binary search for the knot interval (lo, hi = lo + 1) of y (1-D inputs; the
+        interpolated knots are increasing); y outside the knots gets the edge interval."""
+        lo = torch.zeros_like(r)
+        hi = torch.full_like(r, self.n_knots - 1)
+        for _ in range(max(1, math.ceil(math.log2(self.n_knots - 1)))):
+            mid = (lo + hi) // 2
+            right = self._knot(r, w, mid) <= y
+            lo = torch.where(right, mid, lo)
+            hi = torch.where(right, hi, mid)
+        return lo, hi
+
+    def _window(self, j: Tensor, spacing: int) -> tuple[Tensor, Tensor]:
+        """The knots (j - m', j + m') of the m-spacing estimate at knot j: m' = ``spacing``,
+        reduced near the ends to keep the window symmetric (at least one interval)."""
         n = self.n_knots
         half = torch.minimum(j, n - 1 - j).clamp(min=1, max=spacing)
-        a, c = (j - half).clamp(min=0), (j + half).clamp(max=n - 1)
+        return (j - half).clamp(min=0), (j + half).clamp(max=n - 1)
+
+    def _knot_density(self, r: Tensor, w: Tensor, j: Tensor, spacing: int) -> Tensor:
+        """The density of y at knot j (1-D inputs): the m-spacing estimate over
+        :meth:`_window`, ``m = spacing >= 1``."""
+        a, c = self._window(j, spacing)
         lv = self.levels.double()
         dq = (self._knot(r, w, c).double() - self._knot(r, w, a).double()).clamp(min=1e-6)
         return (lv[c] - lv[a]) / dq
@@ -406,9 +408,7 @@ class ConditionalQuantileGaussianizer(Transform):
                 inside = (gaps * d_int).sum(1)
                 d_first, d_last = d_int[:, 0], d_int[:, -1]
             else:
-                j = torch.arange(n, device=q.device)
-                half = torch.minimum(j, n - 1 - j).clamp(min=1, max=spacing)
-                lo, hi = (j - half).clamp(min=0), (j + half).clamp(max=n - 1)
+                lo, hi = self._window(torch.arange(n, device=q.device), spacing)
                 d = (lv[hi] - lv[lo]) / (q[:, hi] - q[:, lo]).clamp(min=1e-6)
                 inside = (gaps * 0.5 * (d[:, 1:] + d[:, :-1])).sum(1)
                 d_first, d_last = d[:, 0], d[:, -1]
