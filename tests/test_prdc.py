@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from caloforge.evaluation.prdc import PRDCConfig, kth_neighbour_distances, prdc
+from caloforge.evaluation.prdc import PRDCConfig, kth_neighbour_distances, pairwise_distances64, prdc
 
 RAW = PRDCConfig(nearest_k=1, standardise=False)
 
@@ -74,6 +74,26 @@ def test_subsets_config_and_errors():
         prdc(x, y[:, :2])
     with pytest.raises(ValueError):
         prdc(x[:3], y, PRDCConfig(nearest_k=5))
+
+
+def test_float32_inputs_are_upcast_by_chunks_with_the_float64_numbers():
+    """Float32 inputs are not copied whole to float64; chunking both sides changes no bit of the
+    distances and no metric, against sklearn on whole float64 copies."""
+    from sklearn.metrics import pairwise_distances
+
+    rng = np.random.default_rng(5)
+    x = np.log10(rng.gamma(0.3, size=(230, 40)) + 0.1).astype(np.float32)
+    y = np.log10(rng.gamma(0.3, size=(170, 40)) * 1.1 + 0.1).astype(np.float32)
+    whole = pairwise_distances(x.astype(np.float64), y.astype(np.float64), metric="euclidean")
+    for chunk in (7, 64, 1000):
+        d = pairwise_distances64(x, y, chunk)
+        assert d.dtype == np.float64
+        np.testing.assert_allclose(d, whole, rtol=1e-13, atol=1e-12)
+    cfg = PRDCConfig.voxels(nearest_k=3)
+    small = prdc(x, y, PRDCConfig.voxels(nearest_k=3, chunk_rows=16))
+    assert small == prdc(x.astype(np.float64), y.astype(np.float64), cfg)
+    assert small == prdc(x, y, cfg)
+    assert 0 < small.density and small.n_real == 230
 
 
 def test_voxel_inputs_as_the_official_script_and_in_the_pipeline(tmp_path):
