@@ -39,6 +39,11 @@ def evaluate(
     cls_batch_size: int = typer.Option(None, "--cls-batch-size", help="Override the classifier's batch size (official 1000)."),
     cls_max_showers: int = typer.Option(None, "--cls-max-showers", help="Use at most this many showers per "
                                         "sample in the low-level classifier."),
+    cls_memory: float = typer.Option(8.0, "--cls-memory", help="GiB of memory for the low-level classifier "
+                                     "inputs of all samples; beyond it they are written to scratch files (--scratch) "
+                                     "and read batch by batch, with the same results."),
+    scratch: Path = typer.Option(None, "--scratch", help="Folder for those scratch files (default: the system's "
+                                 "temporary folder, $TMPDIR); deleted at the end."),
     device: str = typer.Option(None, "--device", help="Where the classifiers train: cpu, cuda, cuda:1, ... "
                                "(default: cuda when available, else cpu)."),
     cnn_depth: int = typer.Option(None, "--cnn-depth", help="Depth of the ResNet classifier (--metrics cnn): "
@@ -113,6 +118,10 @@ def evaluate(
     if prdc_inputs not in ("high-level", "voxels"):
         raise InputError(f"--prdc-inputs must be 'high-level' or 'voxels', not {prdc_inputs!r}")
     prdc = PRDCConfig.voxels() if prdc_inputs == "voxels" else PRDCConfig.official()
+    if not cls_memory > 0:
+        raise InputError(f"--cls-memory must be positive (GiB), not {cls_memory}")
+    if scratch is not None and not scratch.is_dir():
+        raise InputError("--scratch: not an existing folder", scratch)
 
     try:
         resnet = ResNetConfig.official() if cnn_depth is None else ResNetConfig.official(depth=cnn_depth)
@@ -121,6 +130,7 @@ def evaluate(
     opts = EvaluationOptions(
         metrics=tuple(m.strip() for m in metrics.split(",") if m.strip()), floor=floor, classifier=cfg,
         cls_max_showers=cls_max_showers, seed=seed, threshold=threshold, resnet=resnet, prdc=prdc,
+        low_level_budget=int(cls_memory * 2**30), scratch=None if scratch is None else str(scratch),
     )
     output.mkdir(parents=True, exist_ok=True)
     from contextlib import ExitStack

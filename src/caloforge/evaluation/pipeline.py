@@ -16,6 +16,8 @@ import datetime as _dt
 import json
 import math
 import resource
+import shutil
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -48,6 +50,7 @@ from caloforge.evaluation.classifier import (
 from caloforge.evaluation.distances import fpd as fpd_metric, kpd as kpd_metric
 from caloforge.evaluation.prdc import PRDCConfig, prdc as prdc_metric, voxel_inputs as prdc_voxel_inputs
 from caloforge.evaluation.resnet import ResNetConfig, build_resnet
+from caloforge.evaluation.rowfile import RowFile
 from caloforge.evaluation.separation import (
     columns_separation_power,
     even_scale,
@@ -64,8 +67,12 @@ METRICS = ("hist", "fpd", "kpd", "cls-low", "cls-high", "prdc", "multiclass", "c
 #: What :class:`EvaluationOptions` (and ``caloforge evaluate``) runs unless told otherwise.
 DEFAULT_METRICS = ("hist", "fpd", "kpd", "cls-low", "cls-high")
 SCHEMA_VERSION = 1
-#: Memory budget (bytes) for the two low-level classifier arrays; larger samples are subsampled.
+#: Memory budget (bytes) for the low-level classifier inputs of all samples together; beyond it
+#: they are written to scratch files and read batch by batch (:mod:`caloforge.evaluation.rowfile`).
 LOW_LEVEL_BUDGET = 8 * 2**30
+#: Free space (bytes) left on the scratch file system beyond the spilled inputs; with less, the
+#: classifiers fall back to a random subset that fits the memory budget.
+SCRATCH_MARGIN = 2 * 2**30
 #: Memory budget (bytes) for keeping the reference's non-empty voxels between passes.
 KEEP_VOXELS_BUDGET = 2 * 2**30
 
@@ -86,7 +93,9 @@ class EvaluationOptions:
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig.official)
     prdc: PRDCConfig = field(default_factory=PRDCConfig.official)
     resnet: ResNetConfig = field(default_factory=ResNetConfig.official)  # the network of --metrics cnn
-    cls_max_showers: int | None = None  # per sample; None: all that fit LOW_LEVEL_BUDGET
+    cls_max_showers: int | None = None  # per sample; None: every shower
+    low_level_budget: int = LOW_LEVEL_BUDGET  # bytes in memory; beyond: scratch files
+    scratch: str | None = None  # folder of the scratch files; None: the system's temporary folder
     energy_bins: Sequence[float] | None = None  # MeV edges; None: decades spanning the reference
     seed: int = 0
     threshold: float | None = None  # MeV; None: the geometry's readout threshold
@@ -111,7 +120,7 @@ class Sample:
     features: ShowerFeatures
     mean_shower: np.ndarray
     voxel_max: np.floating  # the showers' dtype (float32), as the official maximum
-    low_level: np.ndarray | None = None  # (n_cls, voxels + 1) float32
+    low_level: np.ndarray | RowFile | None = None  # (n_cls, voxels + 1) float32, in memory or a scratch file
     low_level_rows: np.ndarray | None = None  # which rows of the sample the low-level array holds
     voxel_counts: np.ndarray | None = None
     kept_voxels: tuple[np.ndarray, np.ndarray] | None = None  # (per-row count, energies) of kept voxels
@@ -158,6 +167,7 @@ def gather(
     progress: Progress | None = None,
     keep_voxels_above: float | None = None,
     prdc_rows: np.ndarray | None = None,
+    spill: Path | None = None,
 ) -> Sample:
     """Stream ``file`` once: features, mean shower, voxel maximum, optional low-level inputs
     (for the sorted row indices ``low_level_rows``) and voxel-energy counts in ``voxel_edges``.
@@ -166,15 +176,17 @@ def gather(
     number kept of every row (``Sample.kept_voxels``), so that histograms whose edges depend on
     this sample's maximum can be filled without a second pass; given up (None) past
     :data:`KEEP_VOXELS_BUDGET` bytes.
-    ``prdc_rows``: sorted row indices whose PRDC voxel inputs to keep (``Sample.prdc_voxels``)."""
+    ``prdc_rows``: sorted row indices whose PRDC voxel inputs to keep (``Sample.prdc_voxels``).
+    ``spill``: write the low-level inputs to a :class:`RowFile` at this path instead of memory."""
     g = file.geometry
     parts, total = [], np.zeros(g.n_voxels)
     vmax = None  # a numpy scalar of the showers' dtype, as the official maximum
     e_dtype = file.energy_dtype  # E_tot / E_inc in the stored dtype, as the official quotient
     counts = None if voxel_edges is None else np.zeros(len(voxel_edges) - 1, dtype=np.int64)
-    low = None
+    low: np.ndarray | RowFile | None = None
     if low_level_rows is not None:
-        low = np.empty((len(low_level_rows), g.n_voxels + 1), dtype=np.float32)
+        low = (RowFile.create(spill, g.n_voxels + 1) if spill is not None
+               else np.empty((len(low_level_rows), g.n_voxels + 1), dtype=np.float32))
     pv = None if prdc_rows is None else np.empty((len(prdc_rows), g.n_voxels), dtype=np.float32)
     start, filled, pv_filled = 0, 0, 0
     kept: list | None = [] if keep_voxels_above is not None else None
@@ -201,8 +213,12 @@ def gather(
                 lo, hi = np.searchsorted(low_level_rows, [start, stop])
                 if hi > lo:
                     rows = low_level_rows[lo:hi] - start
-                    low[filled : filled + len(rows), 0] = np.log10(e[rows])
-                    np.divide(s[rows], e[rows, None].astype(np.float32), out=low[filled : filled + len(rows), 1:])
+                    block = (np.empty((len(rows), g.n_voxels + 1), dtype=np.float32) if isinstance(low, RowFile)
+                             else low[filled : filled + len(rows)])
+                    block[:, 0] = np.log10(e[rows])
+                    np.divide(s[rows], e[rows, None].astype(np.float32), out=block[:, 1:])
+                    if isinstance(low, RowFile):
+                        low.append(block)
                     filled += len(rows)
             if pv is not None and prdc_rows is not None:  # pv exists exactly when prdc_rows do
                 lo, hi = np.searchsorted(prdc_rows, [start, start + len(s)])
@@ -315,7 +331,7 @@ def _distance_dict(res: Any) -> dict:
     return d
 
 
-def _classifier(x_ref: np.ndarray, x_gen: np.ndarray, cfg: ClassifierConfig, seed: int,
+def _classifier(x_ref: np.ndarray | RowFile, x_gen: np.ndarray | RowFile, cfg: ClassifierConfig, seed: int,
                 progress: Progress | None, task: str, build: Callable | None = None,
                 rows: tuple[np.ndarray | None, np.ndarray | None] = (None, None)) -> dict:
     def cb(epochs: float) -> None:
@@ -331,7 +347,7 @@ def _classifier(x_ref: np.ndarray, x_gen: np.ndarray, cfg: ClassifierConfig, see
     return {
         "auc": r.auc, "jsd": r.jsd, "best_epoch": r.best_epoch, "epochs_run": r.epochs_run,
         "n_train": r.n_train, "n_test": r.n_test, "n_val": r.n_val, "seconds": r.seconds,
-        "auc_uncalibrated": r.auc_uncalibrated, "device": r.device,
+        "auc_uncalibrated": r.auc_uncalibrated, "device": r.device, "sparse_input": r.sparse_input,
     }
 
 
@@ -342,8 +358,8 @@ def compare(
     binning: FeatureBinning,
     ref_counts: np.ndarray | None = None,
     gen_counts: np.ndarray | None = None,
-    ref_low: np.ndarray | None = None,
-    gen_low: np.ndarray | None = None,
+    ref_low: np.ndarray | RowFile | None = None,
+    gen_low: np.ndarray | RowFile | None = None,
     progress: Progress | None = None,
     timing: dict | None = None,
     label: str = "",
@@ -435,14 +451,41 @@ def _energy_binned(ref: ShowerFeatures, gen: ShowerFeatures, edges: np.ndarray, 
     return rows
 
 
-def _cls_rows(n: int, n_voxels: int, n_samples: int, cap: int | None, rng: np.random.Generator) -> tuple[np.ndarray, str]:
-    budget_rows = max(1000, int(LOW_LEVEL_BUDGET / (4 * (n_voxels + 1) * n_samples)))
-    limit = min(n, budget_rows if cap is None else cap)
+def _cls_rows(n: int, n_voxels: int, n_samples: int, cap: int | None, rng: np.random.Generator,
+              budget: int | None = None) -> tuple[np.ndarray, str]:
+    """The rows of a sample that the low-level classifiers use: all, or a random subset of
+    ``cap`` (``--cls-max-showers``) or of what fits ``budget`` bytes (None: no memory limit,
+    the inputs are spilled to scratch files)."""
+    limit = n if cap is None else min(n, cap)
+    why = "--cls-max-showers"
+    if budget is not None:
+        budget_rows = max(1000, int(budget / (4 * (n_voxels + 1) * n_samples)))
+        if budget_rows < limit:
+            limit, why = budget_rows, "memory budget, and too little scratch space to spill the inputs"
     note = ""
     if limit < n:
-        note = f"low-level classifier on a random subset of {limit} of {n} showers (memory budget or --cls-max-showers)"
+        note = f"low-level classifier on a random subset of {limit} of {n} showers ({why})"
     rows = np.sort(rng.choice(n, size=limit, replace=False)) if limit < n else np.arange(n)
     return rows, note
+
+
+def _low_level_plan(reference: ShowerFile, generated: dict[str, ShowerFile], opts: EvaluationOptions) -> tuple[str, str]:
+    """Where the low-level classifier inputs go: ``("memory", "")``, ``("spill", folder)`` when
+    all samples' inputs exceed ``opts.low_level_budget`` and the scratch folder has room for them
+    (plus :data:`SCRATCH_MARGIN`), else ``("subset", folder)``."""
+    if "cls-low" not in opts.metrics and "cnn" not in opts.metrics:
+        return "memory", ""
+    row_bytes = 4 * (reference.geometry.n_voxels + 1)
+    cap = opts.cls_max_showers
+    need = sum(row_bytes * (f.n if cap is None else min(f.n, cap)) for f in (reference, *generated.values()))
+    if need <= opts.low_level_budget:
+        return "memory", ""
+    folder = opts.scratch or tempfile.gettempdir()
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError as err:
+        raise InputError(f"scratch folder for the classifier inputs: {err.strerror or err}", folder) from None
+    return ("spill" if free >= need + SCRATCH_MARGIN else "subset"), folder
 
 
 #: Two-sample KS p-value below which the incident-energy spectra count as different.
@@ -583,8 +626,8 @@ COMPARE_FAMILIES = ("hist", "fpd", "kpd", "prdc", "cls-high", "cls-low", "cnn")
 
 
 def _compare_part(ref: ShowerFeatures, gen: ShowerFeatures, options: EvaluationOptions, binning: FeatureBinning,
-                  ref_counts: np.ndarray | None, gen_counts: np.ndarray | None, ref_low: np.ndarray | None,
-                  gen_low: np.ndarray | None, label: str, image_shape: tuple[int, int, int] | None,
+                  ref_counts: np.ndarray | None, gen_counts: np.ndarray | None, ref_low: np.ndarray | RowFile | None,
+                  gen_low: np.ndarray | RowFile | None, label: str, image_shape: tuple[int, int, int] | None,
                   ref_voxels: np.ndarray | None, gen_voxels: np.ndarray | None,
                   low_rows: tuple[np.ndarray | None, np.ndarray | None]) -> tuple[dict, dict]:
     """One metric family of :func:`compare` (``options.metrics`` holds just it): (metrics, timing)."""
@@ -596,7 +639,7 @@ def _compare_part(ref: ShowerFeatures, gen: ShowerFeatures, options: EvaluationO
 
 def _submit_compare(runner: Runner, ref: Any, gen: ShowerFeatures, options: EvaluationOptions,
                     binning: FeatureBinning, ref_counts: np.ndarray | None, gen_counts: np.ndarray | None,
-                    ref_low: Any, gen_low: np.ndarray | None, label: str,
+                    ref_low: Any, gen_low: np.ndarray | RowFile | None, label: str,
                     image_shape: tuple[int, int, int] | None, ref_voxels: Any, gen_voxels: np.ndarray | None,
                     low_rows: tuple[np.ndarray | None, np.ndarray | None] = (None, None)) -> list:
     """:func:`compare` as one part per metric family (each with the same seed as in one process);
@@ -679,10 +722,27 @@ def evaluate(
     multiclass test) there, e.g. on a Dask cluster (:func:`caloforge.evaluation.distributed.
     dask_runner`); the files are still read here, once. Same seeds, same metrics as without.
 
+    Low-level classifier inputs (``cls-low``, ``cnn``) beyond ``options.low_level_budget`` bytes
+    are written to scratch files in ``options.scratch`` (deleted at the end, also on errors) and
+    read batch by batch: same numbers as in memory. Workers of a ``runner`` on other machines
+    then need that folder on a shared file system.
+
     Returns ``(results, context)``: the ``metrics.json`` dict and what the plots need (features,
     mean showers, binning).
     """
     opts = options or EvaluationOptions()
+    plan, folder = _low_level_plan(reference, generated, opts)
+    if plan != "spill":
+        return _evaluate(reference, generated, opts, progress, runner, None, folder if plan == "subset" else None)
+    with tempfile.TemporaryDirectory(prefix="caloforge-cls-", dir=folder) as scratch:
+        return _evaluate(reference, generated, opts, progress, runner, Path(scratch), None)
+
+
+def _evaluate(reference: ShowerFile, generated: dict[str, ShowerFile], opts: EvaluationOptions,
+              progress: Progress | None, runner: Runner | None, scratch: Path | None,
+              no_room: str | None) -> tuple[dict, dict[str, Any]]:
+    """:func:`evaluate` once the place of the low-level inputs is decided: ``scratch`` (a folder
+    to spill them to) or memory; ``no_room``: the scratch folder that had too little space."""
     g = reference.geometry
     for f in generated.values():
         if f.geometry != g:
@@ -713,9 +773,17 @@ def evaluate(
     t = time.perf_counter()
     ref_rows = None
     if want_low:
-        ref_rows, note = _cls_rows(reference.n, g.n_voxels, n_samples, opts.cls_max_showers, rng)
+        budget = opts.low_level_budget if no_room is not None else None
+        ref_rows, note = _cls_rows(reference.n, g.n_voxels, n_samples, opts.cls_max_showers, rng, budget)
         if note:
             notes.append(f"reference: {note}")
+        if no_room is not None:
+            notes.append(f"low-level classifier inputs above the {opts.low_level_budget / 2**30:.1f} GiB memory budget "
+                         f"and too little free space in {no_room} to spill them (--scratch): subsets used")
+        if scratch is not None:
+            notes.append(f"low-level classifier inputs above the {opts.low_level_budget / 2**30:.1f} GiB memory budget: "
+                         f"written to float32 scratch files in {scratch.parent} and read batch by batch "
+                         "(same numbers as in memory)")
     want_hist = "hist" in opts.metrics
     prdc_rng = np.random.default_rng(opts.seed + 2)  # its own stream: the other subsets stay as they were
 
@@ -726,7 +794,8 @@ def evaluate(
         return np.sort(prdc_rng.choice(n, size=limit, replace=False)) if limit < n else np.arange(n)
 
     ref = gather(reference, "reference", thr, ref_rows, progress=progress,
-                 keep_voxels_above=(binning_min_energy(g) if want_hist else None), prdc_rows=prdc_rows(reference.n))
+                 keep_voxels_above=(binning_min_energy(g) if want_hist else None), prdc_rows=prdc_rows(reference.n),
+                 spill=None if scratch is None else scratch / "reference.f32")
     binning = binning_from_reference(ref.features, None)
     binning.voxel_energy = log_edges(binning.min_energy, ref.voxel_max, N_EDGES_VOXEL)
     timing["read_reference"] = round(time.perf_counter() - t, 3)
@@ -777,10 +846,12 @@ def evaluate(
         rows = None
         sample_notes: list[str] = []
         if want_low:
-            rows, note = _cls_rows(f.n, g.n_voxels, n_samples, opts.cls_max_showers, rng)
+            budget = opts.low_level_budget if no_room is not None else None
+            rows, note = _cls_rows(f.n, g.n_voxels, n_samples, opts.cls_max_showers, rng, budget)
             if note:
                 sample_notes.append(f"{name}: {note}")
-        s = gather(f, name, thr, rows, binning.voxel_energy, progress, prdc_rows=prdc_rows(f.n))
+        s = gather(f, name, thr, rows, binning.voxel_energy, progress, prdc_rows=prdc_rows(f.n),
+                   spill=None if scratch is None else scratch / f"sample-{len(samples)}.f32")
         samples[name] = s
         timing[f"{name}: read"] = round(time.perf_counter() - t, 3)
         if runner is None:
@@ -793,6 +864,8 @@ def evaluate(
                                   shared["voxels"], s.prdc_voxels)
         pending.append((name, f, s, sample_notes, res))
         if ref.low_level is not None:
+            if isinstance(s.low_level, RowFile) and runner is None:
+                s.low_level.unlink()  # its scratch space, before the next sample's
             s.low_level = None  # free memory before the next sample (a runner holds its own copy)
         s.prdc_voxels = None
         if runner is None:
@@ -892,6 +965,9 @@ def evaluate(
     results["notes"] = notes + binning.notes
     results["timing_seconds"] = timing
     results["peak_memory_mb"] = round(_peak_rss_mb(), 1)
+    if isinstance(ref.low_level, RowFile):
+        ref.low_level.close()
+        ref.low_level = None  # its file goes with the scratch folder
     context = {"reference": ref, "samples": samples, "binning": binning, "geometry": g,
                "reference_voxel_counts": ref_counts}
     return _clean(results), context
