@@ -9,7 +9,10 @@ size of the process) for:
 - ``cls-low + floor`` (with ``--cls``): ``--metrics cls-low --floor`` with a tiny MLP (1 x 32, one
   epoch): its memory is the low-level inputs, (n, 40,501) float32 per sample, not the network.
   ``--baseline CALOFORGE`` runs the same command with another installation's ``caloforge`` too
-  (e.g. the main branch's), for a before/after.
+  (e.g. the main branch's), for a before/after. ``--cls-memory GIB`` runs it a second time with
+  that memory budget, so that the inputs go to scratch files (``--scratch``, default $TMPDIR);
+- ``prdc on voxels`` (with ``--prdc-voxels``): ``--metrics prdc --prdc-inputs voxels`` (10,000
+  showers per sample at most, 40,500 log10 voxel energies each), and with ``--baseline`` too.
 
     python benchmarks/bench_ds3_memory.py --n 5000 --cls --baseline /work/main/.venv/bin/caloforge
     python benchmarks/bench_ds3_memory.py --n 2000 --n 5000          # two sizes: the per-shower slope
@@ -88,6 +91,9 @@ def main() -> None:
     ap.add_argument("--n", type=int, action="append", help="showers per sample (repeat for several sizes)")
     ap.add_argument("--cls", action="store_true", help="also the low-level classifier with --floor")
     ap.add_argument("--baseline", help="another installation's caloforge executable, run on the same files")
+    ap.add_argument("--cls-memory", type=float, help="with --cls: also a run with this --cls-memory (GiB)")
+    ap.add_argument("--prdc-voxels", action="store_true", help="also PRDC on log10 voxels")
+    ap.add_argument("--no-default", action="store_true", help="skip the non-classifier run")
     ap.add_argument("--workdir", type=Path)
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
@@ -102,13 +108,22 @@ def main() -> None:
             mb = sum(Path(p).stat().st_size for p in (*ref.split(","), *gen.split(","))) / 2**20
             lines.append(f"\n{n} vs {n} showers: simulated in {sim_s:.0f} s, 4 files {mb:.0f} MiB on disk "
                          f"(one sample uncompressed float32: {n * N_VOXELS * 4 / 2**20:.0f} MiB)")
-            runs = [("non-classifier (hist,fpd,kpd,prdc)", CALOFORGE, ["--metrics", "hist,fpd,kpd,prdc"])]
+            runs = [] if args.no_default else [("non-classifier (hist,fpd,kpd,prdc)", CALOFORGE,
+                                                 ["--metrics", "hist,fpd,kpd,prdc"])]
+            if args.prdc_voxels:
+                vox = ["--metrics", "prdc", "--prdc-inputs", "voxels"]
+                runs.append(("prdc on log10 voxels", CALOFORGE, vox))
+                if args.baseline:
+                    runs.append(("prdc on log10 voxels, baseline", args.baseline, vox))
             if args.cls:
                 cls = ["--metrics", "cls-low", "--floor", "--cls-width", "32", "--cls-depth", "1",
                        "--cls-epochs", "1"]
                 runs.append(("cls-low + floor (MLP 1x32, 1 epoch)", CALOFORGE, cls))
                 if args.baseline:
                     runs.append(("cls-low + floor, baseline", args.baseline, cls))
+                if args.cls_memory:
+                    runs.append((f"cls-low + floor, --cls-memory {args.cls_memory:g}", CALOFORGE,
+                                 [*cls, "--cls-memory", str(args.cls_memory)]))
             for label, exe, extra in runs:
                 r = evaluate(exe, ref, gen, work / "out", extra)
                 top = sorted(r["timing"].items(), key=lambda kv: -kv[1])[:4]
@@ -117,6 +132,7 @@ def main() -> None:
                 if args.cls and label.startswith("cls-low"):
                     low = n * (N_VOXELS + 1) * 4 / 2**20
                     lines[-1] += f"\n  {'':40s} (low-level inputs: {low:.0f} MiB per sample)"
+                    lines[-1] += "".join(f"\n  {'':40s} note: {t}" for t in r["notes"] if "low-level" in t)
                 print(lines[-1], flush=True)
     finally:
         if not args.keep and args.workdir is None:

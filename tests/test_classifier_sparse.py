@@ -41,7 +41,7 @@ def test_classifier_uses_it_for_mostly_zero_inputs_with_the_dense_numbers(monkey
     ref = _sparse_rows(500, 40, 0.08, 1)
     gen = _sparse_rows(500, 40, 0.08, 2)
     gen[:, 1:] *= 3.0  # separable
-    cfg = ClassifierConfig.official(max_epochs=4, hidden_units=32, hidden_layers=2, batch_size=100, device="cpu",
+    cfg = ClassifierConfig.official(max_epochs=4, hidden_units=512, hidden_layers=1, batch_size=100, device="cpu",
                                       learning_rate=3e-3)
     fast = classifier_test(ref, gen, cfg, seed=4)
     assert fast.sparse_input
@@ -55,3 +55,6 @@ def test_classifier_uses_it_for_mostly_zero_inputs_with_the_dense_numbers(monkey
     # dense inputs keep the dense layer
     full = classifier_test(ref + 1.0, gen + 1.0, cfg, seed=4)
     assert not full.sparse_input
+    # and so do narrow layers (the conversion would cost more than it saves)
+    monkeypatch.setattr(classifier, "MAX_DENSITY", 0.12)
+    assert not classifier_test(ref, gen, ClassifierConfig.official(max_epochs=1, hidden_units=32), seed=4).sparse_input

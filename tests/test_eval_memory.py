@@ -150,3 +150,21 @@ def test_cli_scratch_and_memory_options_are_checked(tmp_path):
     r = CliRunner().invoke(app, [*args, "--cls-memory", "0"])
     assert r.exit_code == 2 and "--cls-memory must be positive" in r.output
     assert not out.exists() or not (out / "metrics.json").exists()
+
+
+def test_scratch_files_are_removed_after_an_error(tmp_path, monkeypatch):
+    from caloforge.evaluation import pipeline
+    from caloforge.evaluation.pipeline import EvaluationOptions, evaluate
+
+    ref, gen = _toy_pair(tmp_path, n=100)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+
+    def fail(*args, **kwargs):
+        assert any(scratch.rglob("*.f32"))  # the inputs were spilled
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "classifier_test", fail)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(ref, gen, EvaluationOptions(metrics=("cls-low",), low_level_budget=1, scratch=str(scratch)))
+    assert list(scratch.iterdir()) == []

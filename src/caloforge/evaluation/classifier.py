@@ -22,7 +22,7 @@ Protocol of the official evaluation (``evaluate.py``), run here in float32 with 
    ``JSD = (ln 2 - BCE) / ln 2``.
 
 On the CPU, inputs that are mostly exact zeros (the low-level voxels: ~90% for DS2) go through a
-first layer that reads only the non-zeros (:class:`~caloforge.evaluation.sparse_input.
+wide (>= 512 units) first layer that reads only the non-zeros (:class:`~caloforge.evaluation.sparse_input.
 SparseInputLinear`, about 20% less time per epoch of the official network); the same products
 summed in another order, so the numbers equal the dense layer's to float32 rounding.
 
@@ -53,7 +53,7 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import roc_auc_score
 
 from caloforge.evaluation.rowfile import RowFile
-from caloforge.evaluation.sparse_input import MAX_DENSITY, SparseInputLinear, nonzero_fraction
+from caloforge.evaluation.sparse_input import MAX_DENSITY, MIN_OUTPUTS, SparseInputLinear, nonzero_fraction
 
 _LN2 = math.log(2.0)
 
@@ -409,7 +409,8 @@ def classifier_test(
         raise ValueError(f"samples too small for the classifier test ({n_ref} and {n_gen} rows)")
 
     # mostly-zero inputs (the low-level voxels) on the CPU: the first layer reads only the non-zeros
-    sparse = build is None and device.type == "cpu" and nonzero_fraction(data.batch(train[:1000])[0]) < MAX_DENSITY
+    sparse = (build is None and device.type == "cpu" and cfg.hidden_units >= MIN_OUTPUTS
+              and nonzero_fraction(data.batch(train[:1000])[0]) < MAX_DENSITY)
     model, best_state, best_epoch, best_acc, epochs_run, history = _fit(
         (lambda: build(ref.shape[1])) if build is not None
         else (lambda: build_mlp(ref.shape[1], cfg.hidden_layers, cfg.hidden_units, cfg.dropout, sparse_input=sparse)),

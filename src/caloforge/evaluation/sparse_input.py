@@ -14,7 +14,8 @@ Same products in another summation order: the numbers equal the dense layer's to
 rounding (tested), not bit for bit. Measured on one thread of this machine, batches of 1,000
 real Geant4 DS2 inputs (10% non-zero): a training step of the official network 1.07 s instead of
 1.35 s, an evaluation pass 0.40 s instead of 0.52 s. Dense inputs are slower this way (the
-break-even is near 17% non-zero), hence :data:`MAX_DENSITY`; CUDA keeps the dense layer.
+break-even is near 17% non-zero), hence :data:`MAX_DENSITY`, and so are narrow layers, hence
+:data:`MIN_OUTPUTS`; CUDA keeps the dense layer.
 
 >>> import torch
 >>> torch.manual_seed(0) and None
@@ -37,6 +38,10 @@ from torch import nn
 #: Fraction of non-zero inputs below which :class:`SparseInputLinear` is faster than a dense
 #: layer on the CPU (break-even measured near 0.17 on this machine; a margin below it).
 MAX_DENSITY = 0.12
+#: Fewest outputs of the layer for which it pays: the conversion of each batch to the sparse
+#: format costs about as much as a dense product with ~200 outputs (DS3 with a 32-unit layer:
+#: 35.7 s instead of 16.1 s for one epoch of 20,000 vs 20,000 showers); the official layer has 2,048.
+MIN_OUTPUTS = 512
 
 # torch marks its sparse CSR tensors as beta with a warning on every construction; the product
 # used here (CSR times dense on the CPU) is tested against the dense one in tests/test_classifier_sparse.py.
