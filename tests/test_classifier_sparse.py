@@ -58,3 +58,18 @@ def test_classifier_uses_it_for_mostly_zero_inputs_with_the_dense_numbers(monkey
     # and so do narrow layers (the conversion would cost more than it saves)
     monkeypatch.setattr(classifier, "MAX_DENSITY", 0.12)
     assert not classifier_test(ref, gen, ClassifierConfig.official(max_epochs=1, hidden_units=32), seed=4).sparse_input
+
+
+def test_threaded_forward_product_does_not_depend_on_the_thread_count():
+    import scipy.sparse
+
+    from caloforge.evaluation.sparse_input import _csc_times_dense
+
+    x = _sparse_rows(40, 300, 0.1, 3)
+    w = np.random.default_rng(0).normal(size=(300, 1024)).astype(np.float32)
+    xc = scipy.sparse.csc_matrix(x)
+    one = _csc_times_dense(xc, w, 1)
+    assert one.dtype == np.float32 and one.flags.c_contiguous
+    for threads in (2, 3, 4):
+        np.testing.assert_array_equal(_csc_times_dense(xc, w, threads), one)
+    np.testing.assert_allclose(one, x @ w, rtol=1e-4, atol=1e-4)
