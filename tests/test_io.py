@@ -88,9 +88,13 @@ def test_threaded_chunk_decoding_equals_hdf5(tmp_path, rng, layout):
     with h5py.File(path) as f:
         assert (_ChunkDecoder.for_dataset(f["showers"], 2) is None) == (layout == "none")
     sf = open_showers(path)
-    for start, stop, chunk, threads in ((0, None, None, 2), (3, 95, 7, 2), (11, 80, 25, 1), (0, 97, 40, 3)):
-        got = np.concatenate([b for _, b in sf.iter_chunks(chunk_size=chunk, start=start, stop=stop, threads=threads)])
-        assert np.array_equal(got.view(np.uint32), s[start:stop].view(np.uint32))
+    # a block mixing decodable and unallocated chunks falls back to HDF5 only once its workers are
+    # done (a worker still unshuffling left NaN behind in ~20% of runs); repeated to catch a race
+    for _ in range(10 if layout == "unallocated" else 1):
+        for start, stop, chunk, threads in ((0, None, None, 2), (3, 95, 7, 2), (11, 80, 25, 1), (0, 97, 40, 3)):
+            got = np.concatenate([b for _, b in sf.iter_chunks(chunk_size=chunk, start=start, stop=stop,
+                                                                threads=threads)])
+            assert np.array_equal(got.view(np.uint32), s[start:stop].view(np.uint32))
 
 
 def test_missing_and_not_hdf5(tmp_path):

@@ -18,7 +18,7 @@ import queue
 import threading
 import zlib
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -217,10 +217,10 @@ class _ChunkDecoder:
     def result(self, job: tuple[int, int, np.ndarray, list[Future]]) -> np.ndarray:
         """The rows of a :meth:`submit`; read by HDF5 if any chunk could not be decoded here."""
         a, b, out, futures = job
-        try:
-            for f in futures:
-                f.result()
-        except Exception:  # noqa: BLE001 - any failure here: HDF5 reads the block and reports real damage
+        # every worker must be done with ``out`` before HDF5 refills it or it is returned: a
+        # worker still unshuffling a chunk leaves partial values behind (seen as NaN)
+        wait(futures)
+        if any(f.exception() is not None for f in futures):  # HDF5 reads the block, reports real damage
             out[...] = np.asarray(self.ds[a:b], dtype=np.float32)
         return out
 
