@@ -272,6 +272,17 @@ def _fits_on_device(device: torch.device, nbytes: int) -> bool:
     return nbytes < 0.6 * free
 
 
+def _on_device(cfg: ClassifierConfig, device: torch.device, inputs: list[np.ndarray | RowFile]) -> bool:
+    """Whether the (distinct) inputs move to the device once: ``cfg.data_on_device``, else on
+    CUDA when they fit comfortably; never when one is a scratch file (its batches are read from
+    disk, so all batches are gathered on the host)."""
+    if any(isinstance(x, RowFile) for x in inputs):
+        return False
+    if cfg.data_on_device is not None:
+        return bool(cfg.data_on_device)
+    return device.type == "cuda" and _fits_on_device(device, sum(x.nbytes for x in inputs))
+
+
 def _as_float32(x, name: str) -> np.ndarray | RowFile:
     if isinstance(x, RowFile):
         return x  # float32 rows by construction
@@ -397,12 +408,7 @@ def classifier_test(
     n_ref = len(ref) if ref_rows is None else len(ref_rows)
     n_gen = len(gen) if gen_rows is None else len(gen_rows)
     device = _resolve_device(cfg)
-    on_device = cfg.data_on_device
-    if isinstance(ref, RowFile) or isinstance(gen, RowFile):
-        on_device = False  # too large for host memory: batch by batch
-    elif on_device is None:
-        on_device = device.type == "cuda" and _fits_on_device(device, ref.nbytes + (0 if gen is ref else gen.nbytes))
-    data = _Data(ref, gen, device, bool(on_device), ref_rows, gen_rows)
+    data = _Data(ref, gen, device, _on_device(cfg, device, [ref] if gen is ref else [ref, gen]), ref_rows, gen_rows)
     rng = np.random.default_rng(seed)
     train, test, val = _split_indices(n_ref, n_gen, cfg.split, rng)
     if min(len(train), len(test), len(val)) < 2:
@@ -533,12 +539,7 @@ def multiclass_test(
     if len({a.shape[1] for a in arrays}) != 1:
         raise ValueError(f"feature counts differ: {[a.shape[1] for a in arrays]}")
     device = _resolve_device(cfg)
-    on_device = cfg.data_on_device
-    if any(isinstance(a, RowFile) for a in arrays):
-        on_device = False
-    elif on_device is None:
-        on_device = device.type == "cuda" and _fits_on_device(device, sum(a.nbytes for a in arrays))
-    data = _MultiData(arrays, device, bool(on_device))
+    data = _MultiData(arrays, device, _on_device(cfg, device, arrays))
     rng = np.random.default_rng(seed)
     train, test, val = _split_multi([len(a) for a in arrays], cfg.split, rng)
     if min(len(train), len(test), len(val)) < 2 * k:
